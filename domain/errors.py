@@ -1,0 +1,81 @@
+"""The one hierarchy of domain errors.
+
+Each error has a stable ``code``. Entrypoints map the hierarchy once: to HTTP problem types, to Temporal
+``ApplicationError`` types and to CLI exit codes. Nothing else should invent error names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class InventoryError(Exception):
+    """Base of every error the system raises on purpose."""
+
+    code: ClassVar[str] = "inventory_error"
+    #: Retrying the same call later can succeed (the shard was down, not the input wrong).
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+class InvalidInput(InventoryError):
+    code = "invalid_input"
+
+
+class UnknownSku(InventoryError):
+    code = "unknown_sku"
+
+
+class OutOfStock(InventoryError):
+    """Raised when a reservation cannot be met in full; ``shortages`` names the short lines."""
+
+    code = "out_of_stock"
+
+
+class VersionConflict(InventoryError):
+    """A compare-and-set lost: the caller's expected version is stale."""
+
+    code = "version_conflict"
+
+
+class BelowReserved(InventoryError):
+    """Stock may never be set below what is already promised to buyers."""
+
+    code = "below_reserved"
+
+
+class ReservationClosed(InventoryError):
+    """The order's hold was already released, expired or committed, so it cannot be reused."""
+
+    code = "reservation_closed"
+
+
+class ShardUnavailable(InventoryError):
+    code = "unavailable"
+    retryable = True
+
+
+class SchemaMismatch(InventoryError):
+    """A database's schema is newer than this code, or not migrated at all."""
+
+    code = "schema_mismatch"
+
+
+class ConfigurationError(InventoryError):
+    code = "configuration_error"
+
+
+class PaymentDeclined(InventoryError):
+    code = "payment_declined"
+
+
+class PaymentUnavailable(InventoryError):
+    code = "payment_unavailable"
+    retryable = True

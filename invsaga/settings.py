@@ -1,0 +1,108 @@
+"""One settings model, read from ``INVSAGA_*`` environment variables, shared by worker, API and CLI."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from domain.errors import ConfigurationError
+
+
+def to_asyncpg_url(dsn: str) -> URL:
+    """Accept the usual ``postgresql://`` DSNs and point SQLAlchemy at asyncpg."""
+    try:
+        url = make_url(dsn)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {dsn!r}") from exc
+    if url.get_backend_name() != "postgresql":
+        raise ValueError(f"expected a postgresql:// URL, got {url.drivername!r}")
+    if not url.host and not url.query.get("host"):
+        raise ValueError(f"database URL has no host: {dsn!r}")
+    if not url.database:
+        raise ValueError(f"database URL names no database: {dsn!r}")
+    return url.set(drivername="postgresql+asyncpg")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INVSAGA_", extra="ignore")
+
+    shard_dsns: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated Postgres DSNs, one per inventory shard."
+    )
+    core_dsn: str = Field("", description="Postgres DSN of the catalog and orders database.")
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "inventory-saga"
+
+    payment_url: str = "http://127.0.0.1:8081"
+    payment_timeout_seconds: float = Field(5.0, gt=0)
+
+    hold_ttl_seconds: int = Field(900, gt=0)
+    checkout_payment_deadline_seconds: int = Field(300, gt=0)
+
+    pool_size: int = Field(10, ge=1, le=200)
+
+    @field_validator("shard_dsns", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("shard_dsns")
+    @classmethod
+    def _valid_shards(cls, value: list[str]) -> list[str]:
+        for index, dsn in enumerate(value):
+            try:
+                to_asyncpg_url(dsn)
+            except ValueError as exc:
+                raise ValueError(f"shard {index}: {exc}") from exc
+        if len(set(value)) != len(value):
+            raise ValueError("the same DSN is listed twice; every shard needs its own database")
+        return value
+
+    @field_validator("core_dsn")
+    @classmethod
+    def _valid_core(cls, value: str) -> str:
+        if value:
+            to_asyncpg_url(value)
+        return value
+
+    @cached_property
+    def shard_urls(self) -> list[URL]:
+        if not self.shard_dsns:
+            raise ConfigurationError("INVSAGA_SHARD_DSNS is not set: list one Postgres DSN per shard")
+        return [to_asyncpg_url(dsn) for dsn in self.shard_dsns]
+
+    @cached_property
+    def core_url(self) -> URL:
+        if not self.core_dsn:
+            raise ConfigurationError("INVSAGA_CORE_DSN is not set: give the catalog database DSN")
+        return to_asyncpg_url(self.core_dsn)
+
+    @property
+    def hold_outlives_payment(self) -> bool:
+        return self.hold_ttl_seconds > self.checkout_payment_deadline_seconds
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning pydantic's validation report into one readable ConfigurationError."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"INVSAGA_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from None
+    if not settings.hold_outlives_payment:
+        raise ConfigurationError(
+            "INVSAGA_HOLD_TTL_SECONDS must exceed INVSAGA_CHECKOUT_PAYMENT_DEADLINE_SECONDS, "
+            "or the sweeper could free stock a live checkout still owns"
+        )
+    return settings

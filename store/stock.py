@@ -1,0 +1,477 @@
+"""Every stock operation, one function each. Each is one statement or one short transaction, is
+idempotent by key, and writes its ledger rows in the same transaction as the change they record.
+
+Lock order is global: stock rows first, in (sku, location) order, then reservation rows. Any operation
+that touches several stock rows takes their locks in that order up front, so none can deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import Integer, Text
+
+from domain.errors import (
+    BelowReserved,
+    InvalidInput,
+    ReservationClosed,
+    UnknownSku,
+    VersionConflict,
+)
+from domain.stock import (
+    HoldState,
+    ReserveOutcome,
+    ReserveRequest,
+    Shortage,
+    StockLevel,
+    StockLine,
+    TransitionOutcome,
+)
+from store.databases import Databases, shard_label, unavailable_as
+
+_RESERVE = text(
+    "SELECT o_req, o_sku, o_location, o_requested, o_available, o_state, o_replayed "
+    "FROM reserve_stock(:orders, :ttls, :line_req, :skus, :locations, :quantities)"
+).bindparams(
+    bindparam("orders", type_=ARRAY(Text)),
+    bindparam("ttls", type_=ARRAY(Integer)),
+    bindparam("line_req", type_=ARRAY(Integer)),
+    bindparam("skus", type_=ARRAY(Text)),
+    bindparam("locations", type_=ARRAY(Text)),
+    bindparam("quantities", type_=ARRAY(Integer)),
+)
+
+# Locks the stock rows an order holds, plus the rows named by the caller (a reserve of the same
+# order may still be in flight there), in key order.
+_LOCK_ORDER_ROWS = text(
+    "SELECT 1 FROM stock_levels s WHERE (s.sku, s.location) IN ("
+    "  SELECT r.sku, r.location FROM reservations r WHERE r.order_id = :order_id AND r.state = 'held'"
+    "  UNION SELECT u.s, u.l FROM unnest(:skus, :locations) AS u(s, l))"
+    " ORDER BY s.sku, s.location FOR UPDATE"
+).bindparams(bindparam("skus", type_=ARRAY(Text)), bindparam("locations", type_=ARRAY(Text)))
+
+_RELEASE = text(
+    """
+    WITH moved AS (
+        UPDATE reservations SET state = 'released', updated_at = now()
+         WHERE order_id = :order_id AND state = 'held'
+        RETURNING sku, location, quantity
+    ), fence AS (
+        -- Releasing before the reserve landed leaves released rows behind, so a late reserve of
+        -- this order replays "released" instead of stranding a hold.
+        INSERT INTO reservations (order_id, sku, location, quantity, state, expires_at)
+        SELECT :order_id, u.s, u.l, u.q, 'released', now()
+          FROM unnest(:skus, :locations, :quantities) AS u(s, l, q)
+        ON CONFLICT (order_id, sku, location) DO NOTHING
+    ), stock AS (
+        UPDATE stock_levels s
+           SET reserved = s.reserved - m.q, version = s.version + 1, updated_at = now()
+          FROM (SELECT sku, location, sum(quantity) AS q FROM moved GROUP BY sku, location) m
+         WHERE s.sku = m.sku AND s.location = m.location
+    ), ledger AS (
+        INSERT INTO stock_movements
+               (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
+        SELECT sku, location, 0, -quantity, 'release', :order_id,
+               'release:' || :order_id || ':' || sku || ':' || location
+          FROM moved
+    )
+    SELECT count(*) FROM moved
+    """
+).bindparams(
+    bindparam("skus", type_=ARRAY(Text)),
+    bindparam("locations", type_=ARRAY(Text)),
+    bindparam("quantities", type_=ARRAY(Integer)),
+)
+
+_COMMIT = text(
+    """
+    WITH moved AS (
+        UPDATE reservations SET state = 'committed', updated_at = now()
+         WHERE order_id = :order_id AND state = 'held'
+        RETURNING sku, location, quantity
+    ), stock AS (
+        UPDATE stock_levels s
+           SET on_hand = s.on_hand - m.q, reserved = s.reserved - m.q,
+               version = s.version + 1, updated_at = now()
+          FROM (SELECT sku, location, sum(quantity) AS q FROM moved GROUP BY sku, location) m
+         WHERE s.sku = m.sku AND s.location = m.location
+    ), ledger AS (
+        INSERT INTO stock_movements
+               (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
+        SELECT sku, location, -quantity, -quantity, 'commit', :order_id,
+               'commit:' || :order_id || ':' || sku || ':' || location
+          FROM moved
+    )
+    SELECT count(*) FROM moved
+    """
+)
+
+_ORDER_STATE = text(
+    "SELECT CASE WHEN bool_or(state = 'held') THEN 'held'"
+    " WHEN bool_or(state = 'committed') THEN 'committed' ELSE min(state) END"
+    " FROM reservations WHERE order_id = :order_id"
+)
+
+_DUE_HOLDS = text(
+    "SELECT id, sku, location FROM reservations"
+    " WHERE state = 'held' AND expires_at < now() ORDER BY expires_at LIMIT :limit"
+)
+
+_LOCK_ROWS = text(
+    "SELECT 1 FROM stock_levels s"
+    " WHERE (s.sku, s.location) IN (SELECT u.s, u.l FROM unnest(:skus, :locations) AS u(s, l))"
+    " ORDER BY s.sku, s.location FOR UPDATE"
+).bindparams(bindparam("skus", type_=ARRAY(Text)), bindparam("locations", type_=ARRAY(Text)))
+
+_EXPIRE = text(
+    """
+    WITH moved AS (
+        UPDATE reservations SET state = 'expired', updated_at = now()
+         WHERE id = ANY (:ids) AND state = 'held' AND expires_at < now()
+        RETURNING order_id, sku, location, quantity
+    ), stock AS (
+        UPDATE stock_levels s
+           SET reserved = s.reserved - m.q, version = s.version + 1, updated_at = now()
+          FROM (SELECT sku, location, sum(quantity) AS q FROM moved GROUP BY sku, location) m
+         WHERE s.sku = m.sku AND s.location = m.location
+    ), ledger AS (
+        INSERT INTO stock_movements
+               (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
+        SELECT sku, location, 0, -quantity, 'expire', order_id,
+               'expire:' || order_id || ':' || sku || ':' || location
+          FROM moved
+    )
+    SELECT count(*) FROM moved
+    """
+)
+
+_RECEIVE = text(
+    """
+    WITH movement AS (
+        INSERT INTO stock_movements
+               (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
+        VALUES (:sku, :location, :quantity, 0, 'receive', :reference, :key)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING sku, location, delta_on_hand
+    )
+    INSERT INTO stock_levels AS s (sku, location, on_hand, reserved, version)
+    SELECT sku, location, delta_on_hand, 0, 1 FROM movement
+    ON CONFLICT (sku, location) DO UPDATE
+       SET on_hand = s.on_hand + excluded.on_hand, version = s.version + 1, updated_at = now()
+    RETURNING s.sku, s.location, s.on_hand, s.reserved, s.version
+    """
+)
+
+# Compare-and-set. The snapshot row `cur` must carry the expected version too, so the ledger delta
+# is computed from exactly the on_hand that version had.
+_ADJUST = text(
+    """
+    WITH cur AS (
+        SELECT sku, location, on_hand FROM stock_levels
+         WHERE sku = :sku AND location = :location AND version = :expected
+           AND NOT EXISTS (SELECT 1 FROM stock_movements WHERE idempotency_key = :key)
+    ), changed AS (
+        UPDATE stock_levels s SET on_hand = :quantity, version = s.version + 1, updated_at = now()
+          FROM cur
+         WHERE s.sku = cur.sku AND s.location = cur.location
+           AND s.version = :expected AND s.reserved <= :quantity
+        RETURNING s.sku, s.location, s.on_hand, s.reserved, s.version, cur.on_hand AS old_on_hand
+    ), ledger AS (
+        INSERT INTO stock_movements
+               (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
+        SELECT sku, location, on_hand - old_on_hand, 0, 'adjust', :reference, :key FROM changed
+    )
+    SELECT sku, location, on_hand, reserved, version FROM changed
+    """
+)
+
+# Creating a stock row is a compare-and-set against "no row yet" (expected version 0).
+_CREATE = text(
+    """
+    WITH created AS (
+        INSERT INTO stock_levels (sku, location, on_hand, reserved, version)
+        SELECT :sku, :location, :quantity, 0, 1
+         WHERE NOT EXISTS (SELECT 1 FROM stock_movements WHERE idempotency_key = :key)
+        ON CONFLICT (sku, location) DO NOTHING
+        RETURNING sku, location, on_hand, reserved, version
+    ), ledger AS (
+        INSERT INTO stock_movements
+               (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
+        SELECT sku, location, on_hand, 0, 'adjust', :reference, :key FROM created
+    )
+    SELECT sku, location, on_hand, reserved, version FROM created
+    """
+)
+
+_LEVELS = text(
+    "SELECT sku, location, on_hand, reserved, version FROM stock_levels"
+    " WHERE sku = ANY (:skus) ORDER BY sku, location"
+).bindparams(bindparam("skus", type_=ARRAY(Text)))
+
+_LEVEL = text(
+    "SELECT sku, location, on_hand, reserved, version FROM stock_levels"
+    " WHERE sku = :sku AND location = :location"
+)
+
+_MOVEMENT_EXISTS = text("SELECT 1 FROM stock_movements WHERE idempotency_key = :key")
+
+
+def _level(row: Any) -> StockLevel:
+    return StockLevel(
+        sku=row.sku,
+        location=row.location,
+        on_hand=row.on_hand,
+        reserved=row.reserved,
+        version=row.version,
+    )
+
+
+def _check_quantity(quantity: int, *, allow_zero: bool) -> None:
+    if quantity < 0 or (quantity == 0 and not allow_zero):
+        raise InvalidInput(f"quantity must be {'>= 0' if allow_zero else '> 0'}, got {quantity}")
+
+
+class StockStore:
+    """Stock operations over the sharded inventory. Stateless apart from its engines."""
+
+    def __init__(self, databases: Databases) -> None:
+        self.databases = databases
+        self.router = databases.router
+
+    def _engine(self, shard: int) -> AsyncEngine:
+        if not 0 <= shard < len(self.databases.shards):
+            raise InvalidInput(f"no shard {shard}; there are {len(self.databases.shards)}")
+        return self.databases.shards[shard]
+
+    def _check_routing(self, shard: int, lines: Sequence[StockLine]) -> None:
+        for line in lines:
+            if self.router.shard_of(line.sku) != shard:
+                raise InvalidInput(
+                    f"sku {line.sku!r} lives on shard {self.router.shard_of(line.sku)}, not {shard}"
+                )
+
+    # --- holds -------------------------------------------------------------------------------
+
+    async def reserve(self, shard: int, request: ReserveRequest) -> ReserveOutcome:
+        (outcome,) = await self.reserve_batch(shard, [request])
+        return outcome
+
+    async def reserve_batch(self, shard: int, requests: Sequence[ReserveRequest]) -> list[ReserveOutcome]:
+        """Apply requests in order in one transaction: each all-or-nothing, first come first served."""
+        if not requests:
+            return []
+        params: dict[str, list[Any]] = {
+            "orders": [],
+            "ttls": [],
+            "line_req": [],
+            "skus": [],
+            "locations": [],
+            "quantities": [],
+        }
+        for index, request in enumerate(requests, start=1):
+            lines = sorted(request.lines, key=lambda ln: ln.key)
+            self._check_routing(shard, lines)
+            params["orders"].append(request.order_id)
+            params["ttls"].append(request.ttl_seconds)
+            for line in lines:
+                params["line_req"].append(index)
+                params["skus"].append(line.sku)
+                params["locations"].append(line.location)
+                params["quantities"].append(line.quantity)
+        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
+            rows = (await conn.execute(_RESERVE, params)).all()
+        by_request: dict[int, list[Any]] = {}
+        for row in rows:
+            by_request.setdefault(row.o_req, []).append(row)
+        return [_outcome(req, by_request[i]) for i, req in enumerate(requests, start=1)]
+
+    async def release(self, shard: int, order_id: str, lines: Sequence[StockLine] = ()) -> TransitionOutcome:
+        """Release the order's holds on this shard. A no-op when nothing (or no longer) is held.
+
+        Pass the lines the order asked for: if the reserve has not landed yet, they fence it out.
+        """
+        self._check_routing(shard, lines)
+        params = {
+            "order_id": order_id,
+            "skus": [ln.sku for ln in lines],
+            "locations": [ln.location for ln in lines],
+            "quantities": [ln.quantity for ln in lines],
+        }
+        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
+            await conn.execute(_LOCK_ORDER_ROWS, params)
+            moved = await conn.scalar(_RELEASE, params)
+            state = await conn.scalar(_ORDER_STATE, {"order_id": order_id})
+        return TransitionOutcome(
+            order_id=order_id,
+            moved_lines=int(moved or 0),
+            state=HoldState(state) if state else None,
+        )
+
+    async def commit(self, shard: int, order_id: str) -> TransitionOutcome:
+        """Turn the order's holds into a sale. Replays are no-ops; a lost hold is an error."""
+        params = {"order_id": order_id, "skus": [], "locations": []}
+        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
+            await conn.execute(_LOCK_ORDER_ROWS, params)
+            moved = await conn.scalar(_COMMIT, {"order_id": order_id})
+            state = await conn.scalar(_ORDER_STATE, {"order_id": order_id})
+        if state != HoldState.COMMITTED:
+            raise ReservationClosed(
+                f"order {order_id} has no hold to commit on shard {shard} (state: {state or 'none'})",
+                order_id=order_id,
+                shard=shard,
+                state=state,
+            )
+        return TransitionOutcome(order_id=order_id, moved_lines=int(moved or 0), state=HoldState.COMMITTED)
+
+    async def expire(self, shard: int, *, limit: int = 500) -> int:
+        """Expire one small batch of holds past their TTL; returns how many lines moved."""
+        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
+            due = (await conn.execute(_DUE_HOLDS, {"limit": limit})).all()
+            if not due:
+                return 0
+            await conn.execute(
+                _LOCK_ROWS, {"skus": [r.sku for r in due], "locations": [r.location for r in due]}
+            )
+            moved = await conn.scalar(_EXPIRE, {"ids": [r.id for r in due]})
+        return int(moved or 0)
+
+    async def expire_all(self, shard: int, *, batch: int = 500) -> int:
+        total = 0
+        while moved := await self.expire(shard, limit=batch):
+            total += moved
+        return total
+
+    # --- admin: receive and set ------------------------------------------------------------
+
+    async def receive(
+        self,
+        sku: str,
+        location: str,
+        quantity: int,
+        *,
+        idempotency_key: str,
+        reference: str = "receipt",
+    ) -> StockLevel:
+        """Add received units. The same key twice adds them once."""
+        _check_quantity(quantity, allow_zero=False)
+        shard = self.router.shard_of(sku)
+        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
+            row = (
+                await conn.execute(
+                    _RECEIVE,
+                    {
+                        "sku": sku,
+                        "location": location,
+                        "quantity": quantity,
+                        "reference": reference,
+                        "key": f"receive:{idempotency_key}",
+                    },
+                )
+            ).first()
+            if row is None:
+                row = (await conn.execute(_LEVEL, {"sku": sku, "location": location})).one()
+        return _level(row)
+
+    async def adjust(
+        self,
+        sku: str,
+        location: str,
+        quantity: int,
+        *,
+        expected_version: int,
+        idempotency_key: str,
+        reference: str = "adjustment",
+    ) -> StockLevel:
+        """Set on_hand if the row is still at ``expected_version`` (0: the row must not exist)."""
+        _check_quantity(quantity, allow_zero=True)
+        shard = self.router.shard_of(sku)
+        params = {
+            "sku": sku,
+            "location": location,
+            "quantity": quantity,
+            "expected": expected_version,
+            "reference": reference,
+            "key": f"adjust:{idempotency_key}",
+        }
+        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
+            statement = _CREATE if expected_version == 0 else _ADJUST
+            row = (await conn.execute(statement, params)).first()
+            if row is not None:
+                return _level(row)
+            replayed = await conn.scalar(_MOVEMENT_EXISTS, {"key": params["key"]})
+            current = (await conn.execute(_LEVEL, {"sku": sku, "location": location})).first()
+        if replayed and current is not None:
+            return _level(current)
+        raise _adjust_failure(sku, location, quantity, expected_version, current)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def get(self, sku: str) -> list[StockLevel]:
+        levels = (await self.get_many([sku])).get(sku)
+        if not levels:
+            raise UnknownSku(f"unknown sku {sku!r}: no stock row on any location", sku=sku)
+        return levels
+
+    async def get_many(self, skus: Sequence[str]) -> dict[str, list[StockLevel]]:
+        """Read many SKUs, one query per shard, all shards concurrently."""
+        groups = self.router.group_skus(dict.fromkeys(skus))
+
+        async def read(shard: int, shard_skus: list[str]) -> list[StockLevel]:
+            async with unavailable_as(shard_label(shard)), self._engine(shard).connect() as conn:
+                rows = (await conn.execute(_LEVELS, {"skus": shard_skus})).all()
+            return [_level(r) for r in rows]
+
+        results = await asyncio.gather(*(read(s, group) for s, group in groups.items()))
+        levels: dict[str, list[StockLevel]] = {}
+        for batch in results:
+            for level in batch:
+                levels.setdefault(level.sku, []).append(level)
+        return levels
+
+
+def _outcome(request: ReserveRequest, rows: list[Any]) -> ReserveOutcome:
+    state = rows[0].o_state
+    if state == "short":
+        return ReserveOutcome(
+            order_id=request.order_id,
+            state=None,
+            shortages=[
+                Shortage(
+                    sku=r.o_sku,
+                    location=r.o_location,
+                    requested=r.o_requested,
+                    available=max(0, r.o_available or 0),
+                )
+                for r in rows
+                if r.o_available is None or r.o_available < r.o_requested
+            ],
+            unknown_skus=[r.o_sku for r in rows if r.o_available is None],
+        )
+    return ReserveOutcome(
+        order_id=request.order_id, state=HoldState(state), replayed=bool(rows[0].o_replayed)
+    )
+
+
+def _adjust_failure(sku: str, location: str, quantity: int, expected: int, current: Any) -> Exception:
+    if current is None:
+        return UnknownSku(f"unknown sku {sku!r} at location {location!r}", sku=sku, location=location)
+    if current.version != expected:
+        return VersionConflict(
+            f"{sku}@{location} is at version {current.version}, not {expected}; re-read it and try again",
+            sku=sku,
+            location=location,
+            expected=expected,
+            actual=current.version,
+        )
+    return BelowReserved(
+        f"cannot set {sku}@{location} to {quantity}: {current.reserved} units are reserved",
+        sku=sku,
+        location=location,
+        requested=quantity,
+        reserved=current.reserved,
+    )
