@@ -42,11 +42,27 @@ class Settings(BaseSettings):
 
     payment_url: str = "http://127.0.0.1:8081"
     payment_timeout_seconds: float = Field(5.0, gt=0)
+    #: Database of the sandbox payment provider (only the sandbox service reads it).
+    payment_dsn: str = ""
 
     hold_ttl_seconds: int = Field(900, gt=0)
     checkout_payment_deadline_seconds: int = Field(300, gt=0)
 
     pool_size: int = Field(10, ge=1, le=200)
+
+    # Worker process.
+    worker_max_concurrent_activities: int = Field(100, ge=1)
+    worker_max_concurrent_workflow_tasks: int = Field(100, ge=1)
+    worker_shutdown_grace_seconds: float = Field(30.0, ge=0)
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 disables it.")
+
+    # HTTP API process.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_workers: int = Field(1, ge=1)
+
+    #: Where `invsaga dev` keeps its state and writes stack.json.
+    data_dir: str = ".data"
 
     @field_validator("shard_dsns", mode="before")
     @classmethod

@@ -27,9 +27,7 @@ def pg_fleet() -> Iterator[PgFleet]:
 
 @pytest.fixture(scope="session")
 def settings(pg_fleet: PgFleet) -> Settings:
-    return load_settings(
-        shard_dsns=",".join(pg_fleet.shard_dsns), core_dsn=pg_fleet.core_dsn, pool_size=40
-    )
+    return load_settings(shard_dsns=",".join(pg_fleet.shard_dsns), core_dsn=pg_fleet.core_dsn, pool_size=40)
 
 
 @pytest.fixture(scope="session")
