@@ -248,7 +248,9 @@ class StockStore:
             raise InvalidInput(f"no shard {shard}; there are {len(self.databases.shards)}")
         return self.databases.shards[shard]
 
-    def _check_routing(self, shard: int, lines: Sequence[StockLine]) -> None:
+    def validate_routing(self, shard: int, lines: Sequence[StockLine]) -> None:
+        """Refuse lines that do not live on ``shard``: a misrouted line would read as unknown stock."""
+        self._engine(shard)
         for line in lines:
             if self.router.shard_of(line.sku) != shard:
                 raise InvalidInput(
@@ -275,7 +277,7 @@ class StockStore:
         }
         for index, request in enumerate(requests, start=1):
             lines = sorted(request.lines, key=lambda ln: ln.key)
-            self._check_routing(shard, lines)
+            self.validate_routing(shard, lines)
             params["orders"].append(request.order_id)
             params["ttls"].append(request.ttl_seconds)
             for line in lines:
@@ -295,7 +297,7 @@ class StockStore:
 
         Pass the lines the order asked for: if the reserve has not landed yet, they fence it out.
         """
-        self._check_routing(shard, lines)
+        self.validate_routing(shard, lines)
         params = {
             "order_id": order_id,
             "skus": [ln.sku for ln in lines],

@@ -51,3 +51,18 @@ async def clean_shards(databases: Databases) -> None:
     for engine in databases.shards:
         async with engine.begin() as conn:
             await conn.execute(text("TRUNCATE stock_levels, reservations, stock_movements"))
+
+
+@pytest.fixture(params=["direct", "batched"])
+async def reserve(request: pytest.FixtureRequest, store: StockStore):  # type: ignore[no-untyped-def]
+    """The reserve path under test: one transaction per call, or group commit through the batcher."""
+    if request.param == "direct":
+        yield store.reserve
+        return
+    from store.batching import ReservationBatcher
+
+    batcher = ReservationBatcher(store)
+    try:
+        yield batcher.reserve
+    finally:
+        await batcher.aclose()
