@@ -79,3 +79,13 @@ class PaymentDeclined(InventoryError):
 class PaymentUnavailable(InventoryError):
     code = "payment_unavailable"
     retryable = True
+
+
+class CheckoutNotFound(InventoryError):
+    code = "checkout_not_found"
+
+
+class CancelRefused(InventoryError):
+    """The checkout is confirming or already over; it can no longer be cancelled."""
+
+    code = "too_late_to_cancel"

@@ -66,3 +66,59 @@ async def reserve(request: pytest.FixtureRequest, store: StockStore):  # type: i
         yield batcher.reserve
     finally:
         await batcher.aclose()
+
+
+# --- Temporal, the payment sandbox and a worker per test ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def temporal_server():  # type: ignore[no-untyped-def]
+    from invsaga.local.temporal import start_dev_server
+
+    server = start_dev_server(ui=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def payment_sandbox(pg_fleet: PgFleet):  # type: ignore[no-untyped-def]
+    from payments.server import SandboxServer
+
+    assert pg_fleet.core is not None
+    dsn = pg_fleet.core.create_database("sandbox_payments")
+    with SandboxServer(dsn) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def saga_settings(settings: Settings, temporal_server, payment_sandbox) -> Settings:  # type: ignore[no-untyped-def]
+    return settings.model_copy(
+        update={
+            "temporal_address": temporal_server.address,
+            "payment_url": payment_sandbox.url,
+            "payment_timeout_seconds": 1.0,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+async def temporal_client(saga_settings: Settings):  # type: ignore[no-untyped-def]
+    from invsaga.temporal import connect
+
+    return await connect(saga_settings)
+
+
+@pytest.fixture
+async def saga(saga_settings: Settings, temporal_client, databases: Databases, clean_shards):  # type: ignore[no-untyped-def]
+    """A worker on a fresh task queue, and a client whose checkouts go to it."""
+    import uuid
+
+    from invsaga.checkout_client import CheckoutClient
+    from workers.worker import WorkerDeps, build_worker
+
+    task_queue = f"test-{uuid.uuid4()}"
+    async with WorkerDeps.open(saga_settings) as deps:
+        async with build_worker(temporal_client, saga_settings, deps, task_queue=task_queue):
+            yield CheckoutClient(temporal_client, task_queue=task_queue)

@@ -1,0 +1,77 @@
+"""Inputs and outputs of every activity: one model in, one model out."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from domain.checkout import CheckoutRequest
+from domain.stock import StockLine
+
+
+class ShardLines(BaseModel):
+    shard: int
+    lines: list[StockLine]
+
+
+class PrepareOrderInput(BaseModel):
+    request: CheckoutRequest
+
+
+class PreparedOrder(BaseModel):
+    order_id: str
+    amount_minor: int
+    currency: str
+    shards: list[ShardLines]
+    #: Copied from the worker's settings into history, so the workflow stays deterministic.
+    hold_ttl_seconds: int
+    payment_deadline_seconds: int
+
+
+class ReserveInput(BaseModel):
+    order_id: str
+    shard: int
+    lines: list[StockLine]
+    ttl_seconds: int
+
+
+class ReleaseInput(BaseModel):
+    order_id: str
+    shard: int
+    lines: list[StockLine]
+
+
+class CommitInput(BaseModel):
+    order_id: str
+    shard: int
+
+
+class ExpireOutput(BaseModel):
+    expired_per_shard: list[int]
+
+
+class ChargeInput(BaseModel):
+    order_id: str
+    amount_minor: int
+    currency: str
+    payment_token: str
+
+
+class ChargeOutcome(BaseModel):
+    charge_id: str
+    status: str
+    amount_minor: int
+
+
+class RefundInput(BaseModel):
+    order_id: str
+
+
+class RefundOutcome(BaseModel):
+    refunded_minor: int
+    refund_id: str | None = None
+
+
+class FinishOrderInput(BaseModel):
+    order_id: str
+    status: str
+    reason: str | None = None

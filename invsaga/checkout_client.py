@@ -1,0 +1,166 @@
+"""The Python client services use to start, follow and cancel checkouts.
+
+Input is validated here first, so a bad request is refused before anything starts. A checkout is
+started with update-with-start on the workflow id ``checkout-{order_id}``: starting the same order
+twice attaches to the first checkout, and the caller can get the stock decision synchronously.
+"""
+
+from __future__ import annotations
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain.checkout import (
+    TASK_QUEUE,
+    CancelRequest,
+    CancelResult,
+    CheckoutRequest,
+    CheckoutResult,
+    CheckoutStatus,
+    CheckoutView,
+    ReservationView,
+    validate_checkout,
+    workflow_id_for,
+)
+from domain.errors import CancelRefused, CheckoutNotFound, InvalidInput
+from invsaga.settings import Settings
+from invsaga.temporal import connect
+from workflows import search_attributes as sa
+from workflows.checkout import CheckoutWorkflow
+
+
+class CheckoutClient:
+    def __init__(self, client: Client, *, task_queue: str = TASK_QUEUE) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> CheckoutClient:
+        return cls(await connect(settings), task_queue=settings.task_queue)
+
+    def _start_operation(
+        self, request: CheckoutRequest
+    ) -> WithStartWorkflowOperation[CheckoutWorkflow, CheckoutResult]:
+        return WithStartWorkflowOperation(
+            CheckoutWorkflow.run,
+            request,
+            id=workflow_id_for(request.order_id),
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=_initial_search_attributes(request),
+            static_summary=f"checkout of order {request.order_id} for {request.customer_id}",
+        )
+
+    async def start(self, request: CheckoutRequest) -> ReservationView:
+        """Start (or attach to) the checkout and return once its stock is held or refused."""
+        _check(request)
+        try:
+            return await self.client.execute_update_with_start_workflow(
+                CheckoutWorkflow.reservation, start_workflow_operation=self._start_operation(request)
+            )
+        except WorkflowAlreadyStartedError:
+            # The order's checkout already finished: answer from its result, start nothing.
+            result = await self.result(request.order_id)
+            return ReservationView(
+                order_id=result.order_id,
+                status=result.status,
+                held=result.status is CheckoutStatus.CONFIRMED,
+                reason=result.reason,
+                detail=result.detail,
+                shortages=result.shortages,
+            )
+
+    async def start_without_waiting(self, request: CheckoutRequest) -> str:
+        _check(request)
+        try:
+            handle = await self.client.start_workflow(
+                CheckoutWorkflow.run,
+                request,
+                id=workflow_id_for(request.order_id),
+                task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=_initial_search_attributes(request),
+            )
+        except WorkflowAlreadyStartedError:
+            return workflow_id_for(request.order_id)
+        return handle.id
+
+    async def checkout(self, request: CheckoutRequest) -> CheckoutResult:
+        """Start and wait for the final result."""
+        await self.start(request)
+        return await self.result(request.order_id)
+
+    def _handle(self, order_id: str) -> WorkflowHandle[CheckoutWorkflow, CheckoutResult]:
+        return self.client.get_workflow_handle_for(CheckoutWorkflow.run, workflow_id_for(order_id))
+
+    async def result(self, order_id: str) -> CheckoutResult:
+        try:
+            return await self._handle(order_id).result()
+        except WorkflowFailureError as err:
+            if isinstance(err.cause, CancelledError):
+                return CheckoutResult(
+                    order_id=order_id, status=CheckoutStatus.CANCELLED, detail="workflow cancelled"
+                )
+            raise
+        except RPCError as err:
+            raise _not_found(order_id, err) from err
+
+    async def status(self, order_id: str) -> CheckoutView:
+        """The live state from the workflow's query (it also answers after the checkout ended)."""
+        try:
+            return await self._handle(order_id).query(CheckoutWorkflow.status)
+        except RPCError as err:
+            raise _not_found(order_id, err) from err
+
+    async def cancel(self, order_id: str, reason: str = "cancelled by request") -> CancelResult:
+        try:
+            return await self._handle(order_id).execute_update(
+                CheckoutWorkflow.cancel, CancelRequest(reason=reason)
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == CancelRefused.code:
+                raise CancelRefused(cause.message, order_id=order_id) from err
+            raise
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND and "completed" in err.message.lower():
+                raise CancelRefused(f"checkout {order_id} has already ended", order_id=order_id) from err
+            raise _not_found(order_id, err) from err
+
+
+def _initial_search_attributes(request: CheckoutRequest) -> TypedSearchAttributes:
+    """Set at start, so a checkout is searchable before its first workflow task runs."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.ORDER_ID, request.order_id),
+            SearchAttributePair(sa.CUSTOMER_ID, request.customer_id),
+            SearchAttributePair(sa.CHECKOUT_STATUS, CheckoutStatus.PENDING.value),
+        ]
+    )
+
+
+def _check(request: CheckoutRequest) -> None:
+    problem = validate_checkout(request)
+    if problem:
+        raise InvalidInput(problem, order_id=request.order_id)
+
+
+def _not_found(order_id: str, err: RPCError) -> Exception:
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return CheckoutNotFound(f"no checkout for order {order_id!r}", order_id=order_id)
+    return err

@@ -1,0 +1,260 @@
+"""Operator commands: migrate, read and set stock, bulk import, audit.
+
+Each command parses its input, calls one store function and prints the answer; ``--json`` prints the
+same answer for scripts. Every failure is one line on stderr and an exit code from ``cli.errors``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from domain import errors
+from domain.stock import DEFAULT_LOCATION, StockLevel
+from invsaga.cli.errors import EXIT_CODES, fail, run
+from invsaga.settings import load_settings
+from store.audit import AuditReport, audit
+from store.bulk_import import LOCATION_RULE, SKU_RULE, ImportResult, import_stock
+from store.databases import Databases, migrate_all, shard_label
+from store.stock import StockStore
+
+T = TypeVar("T")
+
+# A negative QTY such as "-5" must reach our validation instead of being parsed as an unknown option.
+_QUANTITY_ARGS = {"ignore_unknown_options": True}
+
+JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
+LocationOption = typer.Option(DEFAULT_LOCATION, "--location", "-l", help="Stock location.")
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+stock_app = typer.Typer(help="Read and change stock levels.", no_args_is_help=True)
+
+
+def mount(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+    app.add_typer(stock_app, name="stock")
+    app.command("audit", help="Check the stock invariants on every shard; exit 1 on any violation.")(
+        audit_command
+    )
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """``errors.run``, plus a last resort so even an unexpected failure is one line, never a traceback."""
+    try:
+        return run(coro)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise fail(f"unexpected {type(exc).__name__}: {first_line}", 1) from None
+
+
+@asynccontextmanager
+async def _opened_databases() -> AsyncIterator[Databases]:
+    databases = await Databases.open(load_settings())
+    try:
+        yield databases
+    finally:
+        await databases.close()
+
+
+def _require_quantity(quantity: int, *, minimum: int) -> int:
+    if quantity < minimum:
+        raise errors.InvalidInput(f"quantity must be >= {minimum}, got {quantity}")
+    return quantity
+
+
+def _print_json(payload: Any) -> None:
+    print(json.dumps(payload, indent=2))
+
+
+def _level_view(level: StockLevel) -> dict[str, Any]:
+    return {**level.model_dump(), "available": level.available}
+
+
+def _print_levels(sku: str, levels: list[StockLevel], as_json: bool) -> None:
+    totals = {
+        "on_hand": sum(lv.on_hand for lv in levels),
+        "reserved": sum(lv.reserved for lv in levels),
+        "available": sum(lv.available for lv in levels),
+    }
+    if as_json:
+        _print_json({"sku": sku, "locations": [_level_view(lv) for lv in levels], "total": totals})
+        return
+    print(f"{sku}")
+    print(f"  {'location':<20} {'on_hand':>12} {'reserved':>12} {'available':>12} {'version':>8}")
+    for lv in levels:
+        print(f"  {lv.location:<20} {lv.on_hand:>12} {lv.reserved:>12} {lv.available:>12} {lv.version:>8}")
+    if len(levels) > 1:
+        print(f"  {'total':<20} {totals['on_hand']:>12} {totals['reserved']:>12} {totals['available']:>12}")
+
+
+# --- db -----------------------------------------------------------------------------------------
+
+
+async def _migrate() -> list[dict[str, Any]]:
+    results = await migrate_all(load_settings())
+    labels = ["core database", *(shard_label(i) for i in range(len(results) - 1))]
+    return [
+        {"database": d, "before": r.before, "after": r.after} for d, r in zip(labels, results, strict=True)
+    ]
+
+
+@db_app.command("migrate", help="Bring the core database and every shard to this release's schema.")
+def migrate_command(as_json: bool = JsonOption) -> None:
+    results = _run(_migrate())
+    if as_json:
+        _print_json(results)
+        return
+    for r in results:
+        note = "up to date" if r["before"] == r["after"] else "migrated"
+        print(f"{r['database']}: schema {r['before']} -> {r['after']} ({note})")
+
+
+# --- stock --------------------------------------------------------------------------------------
+
+
+async def _get(sku: str) -> list[StockLevel]:
+    SKU_RULE.require(sku)
+    async with _opened_databases() as databases:
+        return await StockStore(databases).get(sku)
+
+
+@stock_app.command("get", help="Show a SKU at every location, with totals.")
+def get_command(sku: str, as_json: bool = JsonOption) -> None:
+    _print_levels(sku, _run(_get(sku)), as_json)
+
+
+async def _set(sku: str, quantity: int, location: str, expected_version: int | None) -> StockLevel:
+    SKU_RULE.require(sku)
+    LOCATION_RULE.require(location)
+    _require_quantity(quantity, minimum=0)
+    async with _opened_databases() as databases:
+        store = StockStore(databases)
+        if expected_version is None:
+            current = {lv.location: lv for lv in (await store.get_many([sku])).get(sku, [])}
+            expected_version = current[location].version if location in current else 0
+        return await store.adjust(
+            sku,
+            location,
+            quantity,
+            expected_version=expected_version,
+            idempotency_key=f"cli:{uuid.uuid4()}",
+            reference="cli stock set",
+        )
+
+
+@stock_app.command("set", context_settings=_QUANTITY_ARGS, help="Set on_hand (compare-and-set on version).")
+def set_command(
+    sku: str,
+    qty: int,
+    location: str = LocationOption,
+    expected_version: int | None = typer.Option(
+        None,
+        "--expected-version",
+        help="Version read earlier (0: the row must not exist); fail if it has changed since. "
+        "Default: the current version.",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    level = _run(_set(sku, qty, location, expected_version))
+    _print_levels(sku, [level], as_json)
+
+
+async def _receive(sku: str, quantity: int, location: str, key: str) -> StockLevel:
+    SKU_RULE.require(sku)
+    LOCATION_RULE.require(location)
+    _require_quantity(quantity, minimum=1)
+    async with _opened_databases() as databases:
+        return await StockStore(databases).receive(
+            sku, location, quantity, idempotency_key=key, reference="cli stock receive"
+        )
+
+
+@stock_app.command("receive", context_settings=_QUANTITY_ARGS, help="Add received units (idempotent by key).")
+def receive_command(
+    sku: str,
+    qty: int,
+    location: str = LocationOption,
+    key: str | None = typer.Option(None, "--key", help="Idempotency key; the same key adds the units once."),
+    as_json: bool = JsonOption,
+) -> None:
+    level = _run(_receive(sku, qty, location, key or str(uuid.uuid4())))
+    _print_levels(sku, [level], as_json)
+
+
+async def _import(path: Path, on_progress: Callable[[int], None]) -> ImportResult:
+    async with _opened_databases() as databases:
+        return await import_stock(databases, path, on_progress=on_progress)
+
+
+def _count_data_rows(path: Path) -> int | None:
+    """A cheap line count for the progress bar's total; None when the file cannot be read."""
+    try:
+        with path.open("rb") as file:
+            lines = sum(block.count(b"\n") for block in iter(lambda: file.read(1 << 20), b""))
+    except OSError:
+        return None
+    return max(lines - 1, 0)
+
+
+@stock_app.command("import", help="Set stock from a CSV with header sku,location,quantity.")
+def import_command(file: Path, as_json: bool = JsonOption) -> None:
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("import", total=_count_data_rows(file))
+        result = _run(_import(file, lambda rows: progress.update(task, completed=rows)))
+    if as_json:
+        _print_json(result.model_dump())
+    else:
+        print(
+            f"read {result.rows_read} rows in {result.seconds:.1f}s: {result.applied} applied, "
+            f"{result.unchanged} unchanged, {len(result.rejected)} rejected (batch {result.batch_id})"
+        )
+        for row in result.rejected:
+            print(f"  line {row.line}: {row.sku} at {row.location}: {row.reason}")
+    if result.rejected:
+        raise typer.Exit(EXIT_CODES[errors.BelowReserved])
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+async def _audit() -> AuditReport:
+    async with _opened_databases() as databases:
+        return await audit(databases)
+
+
+def audit_command(as_json: bool = JsonOption) -> None:
+    report = _run(_audit())
+    if as_json:
+        _print_json({"clean": report.clean, **report.model_dump()})
+    else:
+        for v in report.violations:
+            numbers = " ".join(f"{name}={value}" for name, value in v.numbers.items())
+            print(
+                f"invariant {v.invariant} violated on shard {v.shard}: sku {v.sku} at {v.location}: "
+                f"{numbers} ({v.rule})"
+            )
+        rows = sum(s.stock_rows for s in report.shards)
+        verdict = "clean" if report.clean else f"{len(report.violations)} violation(s)"
+        print(f"audit of {len(report.shards)} shard(s), {rows} stock rows: {verdict}")
+    if not report.clean:
+        raise typer.Exit(1)

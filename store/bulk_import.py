@@ -1,0 +1,435 @@
+"""Bulk import of stock levels from CSV at COPY speed.
+
+Each row sets ``on_hand`` of one (sku, location), creating the row if needed. Bad input changes nothing:
+the whole file is validated (in Python while streaming, duplicates in SQL) before any shard applies a
+row. Rows that would drop below ``reserved`` are rejected one by one and the rest apply.
+
+Per shard there is one transaction: rows stream into a temporary table with binary COPY, the existing
+target rows are locked in key order (the store's global lock order), and one set-based upsert plus one
+set-based ledger insert apply them. Shards load concurrently and commit together; they are separate
+servers, so a shard failing during the final commit can leave the others applied. Re-running the same
+file is then safe: rows already at their quantity count as unchanged and write nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar, cast, get_args
+
+import annotated_types
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+from domain.errors import InvalidInput, VersionConflict
+from domain.stock import DEFAULT_LOCATION, Location, Sku
+from store.databases import Databases, shard_label, unavailable_as
+from store.routing import ShardRouter
+
+HEADER = ["sku", "location", "quantity"]
+MAX_QUANTITY = 2**63 - 1  # on_hand is a bigint
+CHUNK_ROWS = 50_000
+#: The refusal lists this many problems; a file of ten million bad rows should not become a list of them.
+MAX_REPORTED_PROBLEMS = 1_000
+#: How often to re-lock when rows the import meant to create were created concurrently by someone else.
+LOST_RACE_ATTEMPTS = 5
+
+T = TypeVar("T")
+ProgressCallback = Callable[[int], None]
+StagedRow = tuple[int, str, str, int]  # (line, sku, location, quantity)
+
+
+class RowProblem(BaseModel):
+    line: int
+    reason: str
+
+
+class RejectedRow(BaseModel):
+    line: int
+    sku: str
+    location: str
+    quantity: int
+    reserved: int
+    reason: str
+
+
+class ImportResult(BaseModel):
+    batch_id: str
+    rows_read: int
+    applied: int
+    unchanged: int
+    rejected: list[RejectedRow]
+    seconds: float
+
+
+class CodeRule:
+    """A domain code type (``Sku``, ``Location``) as one compiled regex and length bounds.
+
+    The rules are read from the pydantic type itself, so the domain stays their one source of truth; the
+    hot path pays for a regex match, and only a failing value is handed to pydantic for its message.
+    """
+
+    def __init__(self, code_type: Any, what: str) -> None:
+        constraints = [c for arg in get_args(code_type) if isinstance(arg, FieldInfo) for c in arg.metadata]
+        self.min_length, self.max_length, pattern = 0, sys.maxsize, None
+        for constraint in constraints:
+            if isinstance(constraint, annotated_types.MinLen):
+                self.min_length = constraint.min_length
+            elif isinstance(constraint, annotated_types.MaxLen):
+                self.max_length = constraint.max_length
+            pattern = getattr(constraint, "pattern", None) or pattern
+        if pattern is None:
+            raise TypeError(f"{what} type carries no pattern")
+        # fullmatch, not match: pydantic's `$` never matches before a trailing newline.
+        self._fullmatch = re.compile(pattern).fullmatch
+        self._adapter: TypeAdapter[str] = TypeAdapter(code_type)
+        self.what = what
+
+    def accepts(self, value: str) -> bool:
+        return self.min_length <= len(value) <= self.max_length and self._fullmatch(value) is not None
+
+    def require(self, value: str) -> str:
+        if not self.accepts(value):
+            raise InvalidInput(self.explain(value), **{self.what: value})
+        return value
+
+    def explain(self, value: str) -> str:
+        try:
+            self._adapter.validate_python(value)
+        except ValidationError as exc:
+            return f"invalid {self.what} {value!r}: {exc.errors()[0]['msg']}"
+        return f"invalid {self.what} {value!r}"
+
+
+SKU_RULE = CodeRule(Sku, "sku")
+LOCATION_RULE = CodeRule(Location, "location")
+
+
+def _quantity_of(value: str) -> int | None:
+    if value.isascii() and value.isdigit() and len(value) <= 19:
+        quantity = int(value)
+        if quantity <= MAX_QUANTITY:
+            return quantity
+    return None
+
+
+class CsvRows:
+    """Reads and validates the CSV chunk by chunk, routing valid rows to their shard.
+
+    Problems are collected rather than raised, so one pass reports every bad line.
+    """
+
+    def __init__(self, lines: Iterable[str | bytes], router: ShardRouter) -> None:
+        self._reader = csv.reader(self._text(lines))
+        self._router = router
+        self._header_seen = False
+        self._exhausted = False
+        self.rows_read = 0
+        self.problem_count = 0
+        self.problems: list[RowProblem] = []
+
+    def problem(self, line: int, reason: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_REPORTED_PROBLEMS:
+            self.problems.append(RowProblem(line=line, reason=reason))
+
+    def _text(self, lines: Iterable[str | bytes]) -> Iterator[str]:
+        """Decode bytes line by line, so a byte that is not UTF-8 is reported at its own line."""
+        for number, line in enumerate(lines, start=1):
+            if isinstance(line, str):
+                yield line
+                continue
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self.problem(number, f"not UTF-8 text ({exc.reason} at byte {exc.start}); stopped reading")
+                return
+
+    def next_chunk(self, size: int) -> list[list[StagedRow]] | None:
+        """Up to ``size`` data rows, valid ones grouped by shard; None once the file is exhausted."""
+        if self._exhausted:
+            return None
+        batches: list[list[StagedRow]] = [[] for _ in range(self._router.shard_count)]
+        shard_of, sku_ok, location_ok = self._router.shard_of, SKU_RULE.accepts, LOCATION_RULE.accepts
+        reader, taken, last_sku, shard = self._reader, 0, None, 0
+        try:
+            for row in reader:
+                if not row:
+                    continue  # blank line
+                line = reader.line_num
+                if not self._header_seen:
+                    self._check_header(line, row)
+                    continue
+                taken += 1
+                if len(row) != 3:
+                    self.problem(line, f"expected 3 fields (sku,location,quantity), got {len(row)}")
+                else:
+                    sku, location, raw_quantity = row
+                    location = location or DEFAULT_LOCATION
+                    quantity = _quantity_of(raw_quantity)
+                    if quantity is not None and sku_ok(sku) and location_ok(location):
+                        if sku != last_sku:  # files are usually grouped by sku; skip rehashing
+                            last_sku, shard = sku, shard_of(sku)
+                        batches[shard].append((line, sku, location, quantity))
+                    else:
+                        self.problem(line, _explain(sku, location, raw_quantity))
+                if taken == size:
+                    break
+            else:
+                self._exhausted = True
+        except csv.Error as exc:
+            taken += 1
+            self.problem(reader.line_num, f"unreadable CSV: {exc}")
+        if self._exhausted and not self._header_seen:
+            self._check_header(1, [])
+        self.rows_read += taken
+        return batches if taken else None
+
+    def _check_header(self, line: int, row: list[str]) -> None:
+        self._header_seen = True
+        cells = [cell.strip().lower().removeprefix("\ufeff") for cell in row]
+        if cells != HEADER:
+            self.problem(line, f"expected the header {','.join(HEADER)}, got {','.join(row) or 'nothing'}")
+
+
+def _explain(sku: str, location: str, raw_quantity: str) -> str:
+    if not SKU_RULE.accepts(sku):
+        return SKU_RULE.explain(sku)
+    if not LOCATION_RULE.accepts(location):
+        return LOCATION_RULE.explain(location)
+    return f"quantity must be a whole number from 0 to {MAX_QUANTITY}, got {raw_quantity!r}"
+
+
+# --- SQL, per shard ---------------------------------------------------------------------------
+
+STAGING_TABLE = "stock_import_rows"
+_STAGING_COLUMNS = ["line", "sku", "location", "quantity"]
+
+_CREATE_STAGING = text(
+    f"CREATE TEMPORARY TABLE {STAGING_TABLE} ("
+    " line bigint NOT NULL, sku text NOT NULL, location text NOT NULL, quantity bigint NOT NULL"
+    ") ON COMMIT DROP"
+)
+
+# Sorting and hashing a few hundred thousand keys should not spill to disk.
+_SESSION_TUNING = text("SET LOCAL work_mem = '64MB'")
+
+_ANALYZE_STAGING = text(f"ANALYZE {STAGING_TABLE}")
+
+_DUPLICATES = text(
+    f"SELECT sku, location, array_agg(line ORDER BY line) AS lines FROM {STAGING_TABLE}"
+    " GROUP BY sku, location HAVING count(*) > 1 ORDER BY min(line) LIMIT :limit"
+)
+
+_LOCK_EXISTING = text(
+    "SELECT count(*) FROM ("
+    f"  SELECT 1 FROM stock_levels s JOIN {STAGING_TABLE} i ON i.sku = s.sku AND i.location = s.location"
+    "   ORDER BY s.sku, s.location FOR UPDATE OF s"
+    ") AS locked"
+)
+
+_BELOW_RESERVED = text(
+    f"SELECT i.line, i.sku, i.location, i.quantity, s.reserved FROM {STAGING_TABLE} i"
+    " JOIN stock_levels s ON s.sku = i.sku AND s.location = i.location"
+    " WHERE i.quantity < s.reserved ORDER BY i.line"
+)
+
+# The inserted version is the version the row should end at, so the conflict branch is a compare-and-set
+# against the version planned from: a row the plan saw as missing (version 0) but that someone created
+# meanwhile is left alone, and shows up as planned > applied.
+_APPLY = text(
+    f"""
+    WITH incoming AS (
+        SELECT i.sku, i.location, i.quantity, s.on_hand AS old_on_hand, s.version AS old_version
+          FROM {STAGING_TABLE} i
+          LEFT JOIN stock_levels s ON s.sku = i.sku AND s.location = i.location
+         WHERE s.sku IS NULL OR (s.on_hand <> i.quantity AND s.reserved <= i.quantity)
+    ), applied AS (
+        INSERT INTO stock_levels AS s (sku, location, on_hand, reserved, version)
+        SELECT sku, location, quantity, 0, coalesce(old_version, 0) + 1
+          FROM incoming ORDER BY sku, location
+        ON CONFLICT (sku, location) DO UPDATE
+           SET on_hand = excluded.on_hand, version = excluded.version, updated_at = now()
+         WHERE s.version = excluded.version - 1
+        RETURNING s.sku, s.location
+    ), ledger AS (
+        INSERT INTO stock_movements
+               (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
+        SELECT a.sku, a.location, c.quantity - coalesce(c.old_on_hand, 0), 0, 'import', :batch,
+               'import:' || :batch || ':' || a.sku || ':' || a.location
+          FROM applied a JOIN incoming c ON c.sku = a.sku AND c.location = a.location
+         ORDER BY a.sku, a.location
+    )
+    SELECT (SELECT count(*) FROM incoming) AS planned, (SELECT count(*) FROM applied) AS applied
+    """
+)
+
+
+class _LostRace(Exception):
+    """A row planned as new was created by another transaction before the insert reached it."""
+
+
+@dataclass
+class _ShardLoad:
+    index: int
+    conn: AsyncConnection
+    transaction: AsyncTransaction
+    driver: Any  # the asyncpg connection under ``conn``, for binary COPY
+    rows: int = 0
+
+    @property
+    def label(self) -> str:
+        return shard_label(self.index)
+
+
+@dataclass
+class _ShardOutcome:
+    applied: int
+    unchanged: int
+    rejected: list[RejectedRow]
+
+
+async def _open_load(stack: AsyncExitStack, index: int, engine: AsyncEngine) -> _ShardLoad:
+    async with unavailable_as(shard_label(index)):
+        conn = await stack.enter_async_context(engine.connect())
+        transaction = await conn.begin()
+        # A statement through SQLAlchemy first, so the asyncpg transaction has begun before COPY.
+        await conn.execute(_SESSION_TUNING)
+        await conn.execute(_CREATE_STAGING)
+        raw = await conn.get_raw_connection()
+    return _ShardLoad(index, conn, transaction, raw.driver_connection)
+
+
+async def _copy(load: _ShardLoad, records: list[StagedRow]) -> None:
+    async with unavailable_as(load.label):
+        await load.driver.copy_records_to_table(STAGING_TABLE, records=records, columns=_STAGING_COLUMNS)
+    load.rows += len(records)
+
+
+async def _duplicates(load: _ShardLoad) -> list[RowProblem]:
+    if not load.rows:
+        return []
+    async with unavailable_as(load.label):
+        await load.conn.execute(_ANALYZE_STAGING)
+        groups = (await load.conn.execute(_DUPLICATES, {"limit": MAX_REPORTED_PROBLEMS})).all()
+    return [
+        RowProblem(line=line, reason=f"duplicate of line {g.lines[0]} for sku {g.sku!r} at {g.location!r}")
+        for g in groups
+        for line in g.lines[1:]
+    ]
+
+
+async def _apply(load: _ShardLoad, batch_id: str) -> _ShardOutcome:
+    if not load.rows:
+        return _ShardOutcome(applied=0, unchanged=0, rejected=[])
+    conn = load.conn
+    async with unavailable_as(load.label):
+        for _attempt in range(LOST_RACE_ATTEMPTS):
+            try:
+                async with conn.begin_nested():  # rolling back to here releases this attempt's locks
+                    await conn.execute(_LOCK_EXISTING)
+                    below = (await conn.execute(_BELOW_RESERVED)).all()
+                    planned, applied = (await conn.execute(_APPLY, {"batch": batch_id})).one()
+                    if applied != planned:
+                        raise _LostRace
+            except _LostRace:
+                continue
+            rejected = [
+                RejectedRow(
+                    line=r.line,
+                    sku=r.sku,
+                    location=r.location,
+                    quantity=r.quantity,
+                    reserved=r.reserved,
+                    reason=f"quantity {r.quantity} is below the {r.reserved} units already reserved",
+                )
+                for r in below
+            ]
+            return _ShardOutcome(
+                applied=applied, unchanged=load.rows - applied - len(rejected), rejected=rejected
+            )
+    raise VersionConflict(
+        f"{load.label}: stock rows kept appearing while the import ran; nothing was changed, try again",
+        shard=load.index,
+    )
+
+
+async def _commit(load: _ShardLoad) -> None:
+    async with unavailable_as(load.label):
+        await load.transaction.commit()
+
+
+async def _on_every_shard(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Like ``gather``, but lets every shard finish before raising, so no connection is left mid-command."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(list[T], results)
+
+
+def _refusal(problems: list[RowProblem], total: int) -> InvalidInput:
+    shown = "; ".join(f"line {p.line}: {p.reason}" for p in problems[:5])
+    more = f" (and {total - 5} more)" if total > 5 else ""
+    return InvalidInput(
+        f"import refused, nothing was changed: {total} malformed row(s): {shown}{more}",
+        problems=[p.model_dump() for p in problems],
+        problem_count=total,
+    )
+
+
+def _open_csv(path: Path) -> IO[bytes]:
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}", path=str(path)) from None
+
+
+async def import_stock(
+    databases: Databases,
+    source: Path | Iterable[str | bytes],
+    *,
+    on_progress: ProgressCallback | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> ImportResult:
+    """Set stock levels from CSV (``sku,location,quantity``) on every shard; see the module docstring.
+
+    ``source`` is a path or an iterable of lines, as text or UTF-8 bytes. ``on_progress``
+    is called with the number of data rows read so far after each chunk.
+    """
+    started = time.perf_counter()
+    batch_id = uuid.uuid4().hex
+    async with AsyncExitStack() as stack:
+        lines = stack.enter_context(_open_csv(source)) if isinstance(source, Path) else source
+        loads = [await _open_load(stack, i, engine) for i, engine in enumerate(databases.shards)]
+        rows = CsvRows(lines, databases.router)
+        while (batches := rows.next_chunk(chunk_rows)) is not None:
+            await _on_every_shard(_copy(loads[s], batch) for s, batch in enumerate(batches) if batch)
+            if on_progress is not None:
+                on_progress(rows.rows_read)
+        duplicates = await _on_every_shard(_duplicates(load) for load in loads)
+        for found in duplicates:
+            for problem in found:
+                rows.problem(problem.line, problem.reason)
+        if rows.problem_count:
+            raise _refusal(sorted(rows.problems, key=lambda p: p.line), rows.problem_count)
+        outcomes = await _on_every_shard(_apply(load, batch_id) for load in loads)
+        await _on_every_shard(_commit(load) for load in loads)
+    return ImportResult(
+        batch_id=batch_id,
+        rows_read=rows.rows_read,
+        applied=sum(o.applied for o in outcomes),
+        unchanged=sum(o.unchanged for o in outcomes),
+        rejected=sorted((r for o in outcomes for r in o.rejected), key=lambda r: r.line),
+        seconds=round(time.perf_counter() - started, 3),
+    )

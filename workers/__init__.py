@@ -1,0 +1,1 @@
+"""Worker processes: stateless, so run as many as the load needs."""

@@ -1,0 +1,1 @@
+"""Workflows only orchestrate: no I/O, no wall clock, no randomness."""

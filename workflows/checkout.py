@@ -1,0 +1,372 @@
+"""The checkout saga: reserve stock on every shard, charge, then commit and confirm.
+
+Each compensation is registered before its step runs, because a step that timed out may still have
+taken effect. On rejection, a cancel request or a cancelled workflow, the registered compensations run
+in reverse, shielded from cancellation. Once the charge has succeeded there is only forward recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.inventory import InventoryActivities
+    from activities.models import (
+        ChargeInput,
+        ChargeOutcome,
+        CommitInput,
+        FinishOrderInput,
+        PreparedOrder,
+        PrepareOrderInput,
+        RefundInput,
+        ReleaseInput,
+        ReserveInput,
+        ShardLines,
+    )
+    from activities.orders import OrderActivities
+    from activities.payments import PaymentActivities
+    from domain.checkout import (
+        CancelRequest,
+        CancelResult,
+        CheckoutRequest,
+        CheckoutResult,
+        CheckoutStatus,
+        CheckoutView,
+        RejectReason,
+        ReservationView,
+        validate_checkout,
+    )
+    from domain.errors import CancelRefused
+    from domain.stock import HoldState, ReserveOutcome, Shortage
+    from workflows import search_attributes as sa
+
+# Quick database calls run as local activities: no extra Temporal round trips on the buyer's path.
+LOCAL_CALL = {
+    "start_to_close_timeout": timedelta(seconds=10),
+    "schedule_to_close_timeout": timedelta(minutes=2),
+}
+# Compensations and confirmation must eventually succeed: retry until they do.
+FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+INPUT_ERRORS = ["invalid_input", "unknown_sku"]
+
+Compensation = Callable[[], Awaitable[None]]
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: RejectReason, detail: str, shortages: list[Shortage] | None = None):
+        super().__init__(detail)
+        self.reason, self.detail, self.shortages = reason, detail, shortages or []
+
+
+def _message(err: BaseException) -> str:
+    cause = err.cause if isinstance(err, ActivityError) else err
+    return cause.message if isinstance(cause, ApplicationError) else str(cause)
+
+
+def _error_type(err: BaseException) -> str | None:
+    cause = err.cause if isinstance(err, ActivityError) else err
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+@workflow.defn
+class CheckoutWorkflow:
+    @workflow.init
+    def __init__(self, request: CheckoutRequest) -> None:
+        self._request = request
+        self._status = CheckoutStatus.PENDING
+        self._reservation: ReservationView | None = None
+        self._result: CheckoutResult | None = None
+        self._compensations: list[Compensation] = []
+        self._cancel_requested = False
+        self._prepared: PreparedOrder | None = None
+        self._charge: ChargeOutcome | None = None
+        self._charge_task: asyncio.Future[ChargeOutcome] | None = None
+
+    @workflow.run
+    async def run(self, request: CheckoutRequest) -> CheckoutResult:
+        try:
+            result = await self._checkout(request)
+        except asyncio.CancelledError:
+            await self._shielded(self._end(CheckoutStatus.CANCELLED, None, "workflow cancelled"))
+            raise
+        except _Rejected as rejection:
+            result = await self._shielded(
+                self._end(CheckoutStatus.REJECTED, rejection.reason, rejection.detail, rejection.shortages)
+            )
+        except (ActivityError, ApplicationError) as err:
+            # A dependency stayed down past every retry: undo what was done and say so.
+            workflow.logger.warning("checkout failed: %s", _message(err))
+            result = await self._shielded(
+                self._end(CheckoutStatus.REJECTED, RejectReason.UNAVAILABLE, _message(err))
+            )
+        # Let the reservation update answer its caller before the workflow closes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    # --- the steps -----------------------------------------------------------------------------
+
+    async def _checkout(self, request: CheckoutRequest) -> CheckoutResult:
+        problem = validate_checkout(request)
+        if problem:
+            raise _Rejected(RejectReason.INVALID, problem)
+        workflow.upsert_search_attributes(
+            [
+                sa.ORDER_ID.value_set(request.order_id),
+                sa.CUSTOMER_ID.value_set(request.customer_id),
+                sa.CHECKOUT_SKUS.value_set(sorted({line.sku for line in request.lines})),
+            ]
+        )
+        self._set_status(CheckoutStatus.RESERVING)
+        prepared = await self._prepare(request)
+        await self._reserve(prepared)
+        if self._cancel_requested:
+            return await self._end(CheckoutStatus.CANCELLED, None, "cancelled by request")
+
+        self._set_status(CheckoutStatus.PAYING)
+        await self._pay(prepared)
+        if self._cancel_requested:
+            return await self._end(CheckoutStatus.CANCELLED, None, "cancelled by request")
+
+        self._set_status(CheckoutStatus.CONFIRMING)
+        await self._confirm(prepared)
+        return await self._end(CheckoutStatus.CONFIRMED, None, None)
+
+    async def _prepare(self, request: CheckoutRequest) -> PreparedOrder:
+        try:
+            prepared = await workflow.execute_local_activity_method(
+                OrderActivities.prepare_order,
+                PrepareOrderInput(request=request),
+                retry_policy=RetryPolicy(non_retryable_error_types=INPUT_ERRORS),
+                **LOCAL_CALL,  # type: ignore[arg-type]
+            )
+        except (ActivityError, ApplicationError) as err:
+            # A local activity's non-retryable failure can arrive unwrapped.
+            if _error_type(err) in INPUT_ERRORS:
+                raise _Rejected(RejectReason.INVALID, _message(err)) from err
+            raise
+        self._prepared = prepared
+        workflow.upsert_search_attributes([sa.CHECKOUT_AMOUNT.value_set(prepared.amount_minor / 100)])
+        return prepared
+
+    async def _reserve(self, prepared: PreparedOrder) -> None:
+        """Reserve on every shard in parallel; all shards' releases are registered first."""
+        self._compensations.append(lambda: self._release_all(prepared.shards))
+        outcomes = await asyncio.gather(*(self._reserve_on(group, prepared) for group in prepared.shards))
+        shortages = [s for outcome in outcomes for s in outcome.shortages]
+        unknown = [sku for outcome in outcomes for sku in outcome.unknown_skus]
+        if unknown:
+            raise _Rejected(RejectReason.INVALID, f"no stock record for {', '.join(unknown)}")
+        if shortages:
+            raise _Rejected(RejectReason.OUT_OF_STOCK, "not enough stock", shortages)
+        lost = [o for o in outcomes if o.state is not HoldState.HELD]
+        if lost:
+            raise _Rejected(RejectReason.HOLD_LOST, f"hold already {lost[0].state} before checkout")
+        self._reservation = ReservationView(order_id=self._request.order_id, status=self._status, held=True)
+
+    async def _reserve_on(self, group: ShardLines, prepared: PreparedOrder) -> ReserveOutcome:
+        return await workflow.execute_local_activity_method(
+            InventoryActivities.reserve_stock,
+            ReserveInput(
+                order_id=prepared.order_id,
+                shard=group.shard,
+                lines=group.lines,
+                ttl_seconds=prepared.hold_ttl_seconds,
+            ),
+            retry_policy=RetryPolicy(non_retryable_error_types=INPUT_ERRORS),
+            **LOCAL_CALL,  # type: ignore[arg-type]
+        )
+
+    async def _pay(self, prepared: PreparedOrder) -> None:
+        # The charge runs as its own task so a cancel cannot abandon it mid-flight: the refund
+        # waits for it to land first, or it could look for the charge before the provider has it.
+        self._charge_task = asyncio.ensure_future(self._charge_once(prepared))
+        self._compensations.append(self._refund)
+        try:
+            self._charge = await asyncio.shield(self._charge_task)
+        except ActivityError as err:
+            if _error_type(err) == "payment_declined":
+                raise _Rejected(RejectReason.PAYMENT_DECLINED, "the payment was declined") from err
+            if isinstance(err.cause, TimeoutError):
+                raise _Rejected(RejectReason.PAYMENT_TIMEOUT, "payment did not complete in time") from err
+            raise _Rejected(RejectReason.INVALID, str(err.cause)) from err
+
+    async def _charge_once(self, prepared: PreparedOrder) -> ChargeOutcome:
+        return await workflow.execute_activity_method(
+            PaymentActivities.charge_payment,
+            ChargeInput(
+                order_id=prepared.order_id,
+                amount_minor=prepared.amount_minor,
+                currency=prepared.currency,
+                payment_token=self._request.payment_token,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=timedelta(seconds=prepared.payment_deadline_seconds),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=500),
+                maximum_interval=timedelta(seconds=10),
+                non_retryable_error_types=["payment_declined", *INPUT_ERRORS],
+            ),
+        )
+
+    async def _confirm(self, prepared: PreparedOrder) -> None:
+        """Forward recovery only: the buyer has paid, so retry until the stock is committed."""
+        try:
+            await asyncio.gather(
+                *(
+                    workflow.execute_activity_method(
+                        InventoryActivities.commit_stock,
+                        CommitInput(order_id=prepared.order_id, shard=group.shard),
+                        start_to_close_timeout=timedelta(seconds=30),
+                        retry_policy=RetryPolicy(
+                            initial_interval=timedelta(seconds=1),
+                            maximum_interval=timedelta(seconds=30),
+                            non_retryable_error_types=["reservation_closed"],
+                        ),
+                    )
+                    for group in prepared.shards
+                )
+            )
+        except ActivityError as err:
+            # Only a hold that expired while the worker was down for longer than its TTL gets here.
+            raise _Rejected(
+                RejectReason.HOLD_LOST, f"stock hold was lost before confirmation: {err.cause}"
+            ) from err
+        self._compensations.clear()
+
+    # --- compensations ---------------------------------------------------------------------------
+
+    async def _release_all(self, shards: list[ShardLines]) -> None:
+        await asyncio.gather(
+            *(
+                workflow.execute_activity_method(
+                    InventoryActivities.release_stock,
+                    ReleaseInput(order_id=self._request.order_id, shard=group.shard, lines=group.lines),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=FOREVER,
+                )
+                for group in shards
+            )
+        )
+
+    async def _refund(self) -> None:
+        if self._charge_task is not None:
+            await asyncio.wait([self._charge_task])
+        await workflow.execute_activity_method(
+            PaymentActivities.refund_payment,
+            RefundInput(order_id=self._request.order_id),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=FOREVER,
+        )
+
+    async def _compensate(self) -> None:
+        if not self._compensations:
+            return
+        self._set_status(CheckoutStatus.COMPENSATING)
+        while self._compensations:
+            await self._compensations.pop()()
+
+    async def _end(
+        self,
+        status: CheckoutStatus,
+        reason: RejectReason | None,
+        detail: str | None,
+        shortages: list[Shortage] | None = None,
+    ) -> CheckoutResult:
+        if status is not CheckoutStatus.CONFIRMED:
+            await self._compensate()
+        if self._prepared is not None:
+            await workflow.execute_activity_method(
+                OrderActivities.finish_order,
+                FinishOrderInput(order_id=self._request.order_id, status=status.lower(), reason=reason),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=FOREVER,
+            )
+        result = CheckoutResult(
+            order_id=self._request.order_id,
+            status=status,
+            reason=reason,
+            detail=detail,
+            shortages=shortages or [],
+            amount_minor=self._prepared.amount_minor if self._prepared else None,
+            currency=self._prepared.currency if self._prepared else None,
+            charge_id=self._charge.charge_id if self._charge else None,
+        )
+        if self._reservation is None:
+            self._reservation = ReservationView(
+                order_id=result.order_id,
+                status=status,
+                held=False,
+                reason=reason,
+                detail=detail,
+                shortages=result.shortages,
+            )
+        self._result = result
+        if reason is not None:
+            workflow.upsert_search_attributes([sa.REJECT_REASON.value_set(reason.value)])
+        self._set_status(status)
+        return result
+
+    @staticmethod
+    async def _shielded(step: Awaitable[CheckoutResult]) -> CheckoutResult:
+        """Run ``step`` to completion even if the workflow is cancelled while it runs."""
+        task = asyncio.ensure_future(step)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.done():
+                    return task.result()
+
+    def _set_status(self, status: CheckoutStatus) -> None:
+        self._status = status
+        workflow.upsert_search_attributes([sa.CHECKOUT_STATUS.value_set(status.value)])
+
+    # --- handlers ----------------------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> CheckoutView:
+        base = self._result or CheckoutResult(
+            order_id=self._request.order_id,
+            status=self._status,
+            amount_minor=self._prepared.amount_minor if self._prepared else None,
+            currency=self._prepared.currency if self._prepared else None,
+            charge_id=self._charge.charge_id if self._charge else None,
+        )
+        return CheckoutView(
+            **base.model_dump(),
+            customer_id=self._request.customer_id,
+            cancel_requested=self._cancel_requested,
+        )
+
+    @workflow.update
+    async def reservation(self) -> ReservationView:
+        """Answer once the stock decision is made; used with update-with-start."""
+        await workflow.wait_condition(lambda: self._reservation is not None)
+        assert self._reservation is not None
+        return self._reservation
+
+    @workflow.update
+    def cancel(self, request: CancelRequest) -> CancelResult:
+        accepted = not self._too_late_to_cancel()
+        if accepted:
+            self._cancel_requested = True
+            workflow.logger.info("cancel requested: %s", request.reason)
+        return CancelResult(order_id=self._request.order_id, accepted=accepted, status=self._status)
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._too_late_to_cancel():
+            raise ApplicationError(
+                f"checkout is {self._status.value}; it can no longer be cancelled", type=CancelRefused.code
+            )
+
+    def _too_late_to_cancel(self) -> bool:
+        return (
+            self._status in (CheckoutStatus.CONFIRMING, CheckoutStatus.COMPENSATING) or self._status.terminal
+        )
