@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, ValidationError, field_validator
@@ -107,10 +110,35 @@ class Settings(BaseSettings):
         return self.hold_ttl_seconds > self.checkout_payment_deadline_seconds
 
 
+STACK_FILE = "stack.json"
+
+
+def read_stack_env(data_dir: Path) -> dict[str, str]:
+    """The environment a running ``invsaga dev`` published in its stack file, or nothing."""
+    try:
+        payload = json.loads((data_dir / STACK_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    env = payload.get("env") if isinstance(payload, dict) else None
+    return {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
+
+
+def _dev_stack_defaults() -> dict[str, str]:
+    """With no shards configured, find a running dev stack the way a newcomer expects."""
+    if "INVSAGA_SHARD_DSNS" in os.environ:
+        return {}
+    data_dir = Path(os.environ.get("INVSAGA_DATA_DIR", ".data"))
+    return {
+        key.removeprefix("INVSAGA_").lower(): value
+        for key, value in read_stack_env(data_dir).items()
+        if key not in os.environ
+    }
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings, turning pydantic's validation report into one readable ConfigurationError."""
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**{**_dev_stack_defaults(), **overrides})  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
             f"INVSAGA_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()

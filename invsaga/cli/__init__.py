@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
-from invsaga.cli import admin
+from domain.errors import InventoryError
+from invsaga.cli import admin, dev, payments, saga
+from invsaga.cli.errors import exit_code_for
 
 app = typer.Typer(
     name="invsaga",
@@ -14,7 +19,28 @@ app = typer.Typer(
     add_completion=False,
 )
 admin.mount(app)
+saga.mount(app)
+payments.mount(app)
+dev.mount(app)
 
 
 def main() -> None:
-    app()
+    """Entry point: every failure ends as one line on stderr and a meaningful exit code."""
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        # The Temporal SDK's native threads can abort the interpreter at shutdown
+        # (PyGILState_Release); once the command has finished there is nothing left to clean up.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    except InventoryError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(exit_code_for(exc))
+    except Exception as exc:
+        if os.environ.get("INVSAGA_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set INVSAGA_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        sys.exit(70)

@@ -1,0 +1,3 @@
+from invsaga.cli import main
+
+main()
