@@ -25,6 +25,7 @@ class PreparedOrder(BaseModel):
     #: Copied from the worker's settings into history, so the workflow stays deterministic.
     hold_ttl_seconds: int
     payment_deadline_seconds: int
+    payment_attempt_seconds: float = 30.0
 
 
 class ReserveInput(BaseModel):

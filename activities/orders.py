@@ -41,6 +41,8 @@ class OrderActivities:
             shards=[ShardLines(shard=shard, lines=group) for shard, group in groups.items()],
             hold_ttl_seconds=self.settings.hold_ttl_seconds,
             payment_deadline_seconds=self.settings.checkout_payment_deadline_seconds,
+            # One charge attempt may take the client's timeout, plus a lookup by key on retries.
+            payment_attempt_seconds=2 * self.settings.payment_timeout_seconds + 5,
         )
 
     @activity.defn

@@ -105,12 +105,12 @@ class CheckoutClient:
         await self.start(request)
         return await self.result(request.order_id)
 
-    def _handle(self, order_id: str) -> WorkflowHandle[CheckoutWorkflow, CheckoutResult]:
+    def handle(self, order_id: str) -> WorkflowHandle[CheckoutWorkflow, CheckoutResult]:
         return self.client.get_workflow_handle_for(CheckoutWorkflow.run, workflow_id_for(order_id))
 
     async def result(self, order_id: str) -> CheckoutResult:
         try:
-            return await self._handle(order_id).result()
+            return await self.handle(order_id).result()
         except WorkflowFailureError as err:
             if isinstance(err.cause, CancelledError):
                 return CheckoutResult(
@@ -123,13 +123,13 @@ class CheckoutClient:
     async def status(self, order_id: str) -> CheckoutView:
         """The live state from the workflow's query (it also answers after the checkout ended)."""
         try:
-            return await self._handle(order_id).query(CheckoutWorkflow.status)
+            return await self.handle(order_id).query(CheckoutWorkflow.status)
         except RPCError as err:
             raise _not_found(order_id, err) from err
 
     async def cancel(self, order_id: str, reason: str = "cancelled by request") -> CancelResult:
         try:
-            return await self._handle(order_id).execute_update(
+            return await self.handle(order_id).execute_update(
                 CheckoutWorkflow.cancel, CancelRequest(reason=reason)
             )
         except WorkflowUpdateFailedError as err:

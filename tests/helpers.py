@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import os
 import uuid
+from pathlib import Path
 
 from domain.stock import ReserveRequest, StockLine
+from invsaga.checkout_client import CheckoutClient
 from store.audit import AuditReport, audit
 from store.databases import Databases
 from store.routing import ShardRouter
@@ -41,3 +44,15 @@ async def assert_clean_audit(databases: Databases) -> AuditReport:
     report = await audit(databases)
     assert report.violations == [], report.violations
     return report
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def keep_history(client: CheckoutClient, order_id: str, name: str) -> None:
+    """Save the checkout's history for the replay tests when INVSAGA_RECORD_HISTORIES is set."""
+    if not os.environ.get("INVSAGA_RECORD_HISTORIES"):
+        return
+    history = await client.handle(order_id).fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())

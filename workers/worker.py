@@ -54,9 +54,15 @@ class WorkerDeps:
 
 
 def build_worker(
-    client: Client, settings: Settings, deps: WorkerDeps, *, task_queue: str | None = None
+    client: Client,
+    settings: Settings,
+    deps: WorkerDeps,
+    *,
+    task_queue: str | None = None,
+    inventory: InventoryActivities | None = None,
 ) -> Worker:
-    inventory = InventoryActivities(deps.store, deps.batcher)
+    """The worker for ``settings``; tests pass their own task queue, and may wrap the activities."""
+    inventory = inventory or InventoryActivities(deps.store, deps.batcher)
     orders = OrderActivities(deps.databases, settings)
     payments = PaymentActivities(deps.payments)
     return Worker(

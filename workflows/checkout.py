@@ -205,7 +205,7 @@ class CheckoutWorkflow:
                 currency=prepared.currency,
                 payment_token=self._request.payment_token,
             ),
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=timedelta(seconds=prepared.payment_attempt_seconds),
             schedule_to_close_timeout=timedelta(seconds=prepared.payment_deadline_seconds),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(milliseconds=500),

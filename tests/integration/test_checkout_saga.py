@@ -14,7 +14,7 @@ from sqlalchemy import text
 from domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
 from domain.errors import InvalidInput
 from store.orders import Product, upsert_products
-from tests.helpers import assert_clean_audit, skus_on_shard, stock_up
+from tests.helpers import assert_clean_audit, keep_history, skus_on_shard, stock_up
 
 
 async def catalog(databases, store, *skus_and_stock: tuple[str, int], price: str = "12.50") -> None:
@@ -68,6 +68,7 @@ async def test_happy_path_across_shards(saga, store, databases, payment_sandbox)
     assert await order_status(databases, request.order_id) == "confirmed"
     view = await saga.status(request.order_id)
     assert view.status is CheckoutStatus.CONFIRMED and view.charge_id == charge["id"]
+    await keep_history(saga, request.order_id, "confirmed_two_shards")
     await assert_clean_audit(databases)
 
 
@@ -84,6 +85,7 @@ async def test_out_of_stock_on_one_shard_releases_the_others(saga, store, databa
     assert await levels(store, a, b) == {a: (10, 0), b: (1, 0)}
     assert await charges_for(payment_sandbox, request.order_id) == []
     assert await order_status(databases, request.order_id) == "rejected"
+    await keep_history(saga, request.order_id, "rejected_out_of_stock")
     await assert_clean_audit(databases)
 
 
@@ -96,6 +98,7 @@ async def test_declined_payment_releases_everything(saga, store, databases, paym
     assert await levels(store, a) == {a: (5, 0)}
     [charge] = await charges_for(payment_sandbox, request.order_id)
     assert charge["status"] == "declined"
+    await keep_history(saga, request.order_id, "rejected_payment_declined")
     await assert_clean_audit(databases)
 
 
@@ -108,6 +111,7 @@ async def test_flaky_payment_is_charged_exactly_once(saga, store, databases, pay
     [charge] = await charges_for(payment_sandbox, request.order_id)
     assert charge["status"] == "succeeded" and charge["id"] == result.charge_id
     assert await levels(store, a) == {a: (4, 0)}
+    await keep_history(saga, request.order_id, "confirmed_flaky_payment")
     await assert_clean_audit(databases)
 
 
@@ -119,11 +123,10 @@ async def test_unknown_payment_outcome_is_resolved_without_a_second_charge(
     request = order((a, 1), token="tok_slow_1500")  # answers after the client's 1 s timeout
     result = await saga.checkout(request)
     assert result.status is CheckoutStatus.CONFIRMED
-    async with databases.core.connect() as conn:
-        pass
     [charge] = await charges_for(payment_sandbox, request.order_id)
     assert charge["id"] == result.charge_id
     assert await levels(store, a) == {a: (4, 0)}
+    await keep_history(saga, request.order_id, "confirmed_unknown_payment_outcome")
     await assert_clean_audit(databases)
 
 
@@ -140,6 +143,7 @@ async def test_cancel_during_payment_releases_and_refunds(saga, store, databases
     assert charge["refunded_amount"] == charge["amount"] == 2500
     assert await levels(store, a) == {a: (5, 0)}
     assert await order_status(databases, request.order_id) == "cancelled"
+    await keep_history(saga, request.order_id, "cancelled_by_update")
     await assert_clean_audit(databases)
 
 
@@ -148,13 +152,14 @@ async def test_workflow_cancellation_runs_compensations(saga, store, databases, 
     await catalog(databases, store, (a, 5))
     request = order((a, 3), token="tok_slow_800")
     assert (await saga.start(request)).held
-    await saga._handle(request.order_id).cancel()
+    await saga.handle(request.order_id).cancel()
     result = await saga.result(request.order_id)
     assert result.status is CheckoutStatus.CANCELLED
     [charge] = await charges_for(payment_sandbox, request.order_id)
     assert charge["refunded_amount"] == charge["amount"]
     assert await levels(store, a) == {a: (5, 0)}
     assert await order_status(databases, request.order_id) == "cancelled"
+    await keep_history(saga, request.order_id, "cancelled_workflow")
     await assert_clean_audit(databases)
 
 
@@ -207,6 +212,7 @@ async def test_bad_input_reaching_the_workflow_is_rejected_before_stock_moves(sa
     assert await levels(store, a) == {a: (5, 0)}
     async with databases.shards[0].connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM reservations")) == 0
+    await keep_history(saga, invalid.order_id, "rejected_invalid")
     await assert_clean_audit(databases)
 
 

@@ -1,0 +1,179 @@
+"""The saga under failure: activities that die after committing, a worker killed mid-saga, holds left
+by terminated workflows, and cancels that come too late."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+from sqlalchemy import text
+from temporalio import activity
+
+from activities.inventory import InventoryActivities
+from activities.models import CommitInput, ReleaseInput, ReserveInput
+from domain.checkout import CheckoutStatus
+from domain.errors import CancelRefused
+from domain.stock import ReserveOutcome, TransitionOutcome
+from invsaga.checkout_client import CheckoutClient
+from tests.helpers import assert_clean_audit, skus_on_shard
+from tests.integration.test_checkout_saga import catalog, charges_for, levels, order
+from workers.worker import WorkerDeps, build_worker
+from workflows.hold_sweeper import HoldSweeperWorkflow
+
+
+class LostReplyActivities(InventoryActivities):
+    """Each operation commits, then its first attempt dies before answering, as after a crash."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.lost_replies = 0
+
+    def _lose_first_reply(self) -> None:
+        if activity.info().attempt == 1:
+            self.lost_replies += 1
+            raise RuntimeError("connection lost after commit")
+
+    @activity.defn(name="reserve_stock")
+    async def reserve_stock(self, inp: ReserveInput) -> ReserveOutcome:
+        outcome = await super().reserve_stock(inp)
+        self._lose_first_reply()
+        return outcome
+
+    @activity.defn(name="commit_stock")
+    async def commit_stock(self, inp: CommitInput) -> TransitionOutcome:
+        outcome = await super().commit_stock(inp)
+        self._lose_first_reply()
+        return outcome
+
+    @activity.defn(name="release_stock")
+    async def release_stock(self, inp: ReleaseInput) -> TransitionOutcome:
+        outcome = await super().release_stock(inp)
+        self._lose_first_reply()
+        return outcome
+
+
+@pytest.fixture
+async def lossy_saga(saga_settings, temporal_client, databases, clean_shards):
+    task_queue = f"test-{uuid.uuid4()}"
+    async with WorkerDeps.open(saga_settings) as deps:
+        inventory = LostReplyActivities(deps.store, deps.batcher)
+        worker = build_worker(
+            temporal_client, saga_settings, deps, task_queue=task_queue, inventory=inventory
+        )
+        async with worker:
+            yield CheckoutClient(temporal_client, task_queue=task_queue), inventory
+
+
+async def test_retry_after_a_lost_reply_applies_nothing_twice(lossy_saga, store, databases, payment_sandbox):
+    saga, inventory = lossy_saga
+    (a,) = skus_on_shard(store.router, 0, 1)
+    (b,) = skus_on_shard(store.router, 1, 1)
+    await catalog(databases, store, (a, 10), (b, 10))
+    confirmed = await saga.checkout(order((a, 2), (b, 1)))
+    declined = await saga.checkout(order((a, 3), token="tok_decline"))
+    assert confirmed.status is CheckoutStatus.CONFIRMED
+    assert declined.status is CheckoutStatus.REJECTED
+    assert inventory.lost_replies >= 5  # two reserves, two commits, one release at least
+    assert await levels(store, a, b) == {a: (8, 0), b: (9, 0)}
+    for engine in databases.shards:
+        async with engine.connect() as conn:
+            dupes = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM (SELECT reference, reason FROM stock_movements"
+                    " WHERE reason <> 'receive' GROUP BY sku, location, reference, reason"
+                    " HAVING count(*) > 1) d"
+                )
+            )
+        assert dupes == 0
+    await assert_clean_audit(databases)
+
+
+async def test_cancel_after_confirmation_is_refused(saga, store, databases):
+    (a,) = skus_on_shard(store.router, 0, 1)
+    await catalog(databases, store, (a, 5))
+    request = order((a, 1))
+    assert (await saga.checkout(request)).status is CheckoutStatus.CONFIRMED
+    with pytest.raises(CancelRefused):
+        await saga.cancel(request.order_id)
+    assert await levels(store, a) == {a: (4, 0)}
+
+
+async def test_sweeper_frees_holds_of_a_terminated_checkout(saga, store, databases, payment_sandbox):
+    (a,) = skus_on_shard(store.router, 1, 1)
+    await catalog(databases, store, (a, 5))
+    request = order((a, 2), token="tok_slow_3000")
+    assert (await saga.start(request)).held
+    await saga.handle(request.order_id).terminate("operator pulled the plug")
+    assert await levels(store, a) == {a: (5, 2)}
+    async with databases.shards[1].begin() as conn:
+        await conn.execute(text("UPDATE reservations SET expires_at = now() - interval '1 second'"))
+    swept = await saga.client.execute_workflow(
+        HoldSweeperWorkflow.run, id=f"sweep-{uuid.uuid4()}", task_queue=saga.task_queue
+    )
+    assert swept.expired_per_shard[1] == 1
+    assert await levels(store, a) == {a: (5, 0)}
+    await assert_clean_audit(databases)
+
+
+def _worker_process(settings, task_queue: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "INVSAGA_SHARD_DSNS": ",".join(settings.shard_dsns),
+        "INVSAGA_CORE_DSN": settings.core_dsn,
+        "INVSAGA_TEMPORAL_ADDRESS": settings.temporal_address,
+        "INVSAGA_TASK_QUEUE": task_queue,
+        "INVSAGA_PAYMENT_URL": settings.payment_url,
+        "INVSAGA_PAYMENT_TIMEOUT_SECONDS": "1",
+    }
+    return subprocess.Popen([sys.executable, "-m", "invsaga", "worker"], env=env)
+
+
+async def _wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.2)
+
+
+async def test_worker_killed_mid_saga_is_finished_by_a_fresh_worker(
+    saga_settings, temporal_client, store, databases, payment_sandbox, clean_shards
+):
+    (a,) = skus_on_shard(store.router, 0, 1)
+    await catalog(databases, store, (a, 20))
+    task_queue = f"test-kill-{uuid.uuid4()}"
+    client = CheckoutClient(temporal_client, task_queue=task_queue)
+    requests = [order((a, 1), token="tok_slow_700") for _ in range(6)]
+    first = _worker_process(saga_settings, task_queue)
+    try:
+        for request in requests:
+            await client.start_without_waiting(request)
+
+        async def all_paying() -> bool:
+            views = await asyncio.gather(*(client.status(r.order_id) for r in requests))
+            return all(v.status is CheckoutStatus.PAYING for v in views)
+
+        await _wait_for(all_paying)
+        assert (await levels(store, a))[a] == (20, 6)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    second = _worker_process(saga_settings, task_queue)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(client.result(r.order_id) for r in requests)), timeout=120
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=60) == 0
+    assert [r.status for r in results] == [CheckoutStatus.CONFIRMED] * 6
+    for request, result in zip(requests, results, strict=True):
+        [charge] = await charges_for(payment_sandbox, request.order_id)
+        assert charge["id"] == result.charge_id
+    assert await levels(store, a) == {a: (14, 0)}
+    await assert_clean_audit(databases)
