@@ -58,11 +58,19 @@ class Settings(BaseSettings):
     worker_max_concurrent_workflow_tasks: int = Field(100, ge=1)
     worker_shutdown_grace_seconds: float = Field(30.0, ge=0)
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 disables it.")
+    worker_health_port: int = Field(0, ge=0, le=65535, description="Health endpoint port; 0 disables it.")
+    #: Worker Versioning: both set means the worker joins this deployment with this build id.
+    worker_deployment_name: str = ""
+    worker_build_id: str = ""
+    #: OTLP endpoint for traces (needs the `otel` extra); empty disables tracing.
+    otel_endpoint: str = ""
 
     # HTTP API process.
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(1, ge=1)
+    #: Comma-separated API key entries, stored hashed (see api/auth.py for the format).
+    api_keys: str = ""
 
     #: Where `invsaga dev` keeps its state and writes stack.json.
     data_dir: str = ".data"

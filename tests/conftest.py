@@ -122,3 +122,23 @@ async def saga(saga_settings: Settings, temporal_client, databases: Databases, c
     async with WorkerDeps.open(saga_settings) as deps:
         async with build_worker(temporal_client, saga_settings, deps, task_queue=task_queue):
             yield CheckoutClient(temporal_client, task_queue=task_queue)
+
+
+# --- process exit ----------------------------------------------------------------------------------
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Exit without interpreter teardown, as the Temporal SDK's own suite does: its native threads
+    can abort a finalizing interpreter (PyGILState_Release) after every test has already passed."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)
