@@ -118,7 +118,7 @@ _ORDER_STATE = text(
 )
 
 _DUE_HOLDS = text(
-    "SELECT id, sku, location FROM reservations"
+    "SELECT order_id, sku, location FROM reservations"
     " WHERE state = 'held' AND expires_at < now() ORDER BY expires_at LIMIT :limit"
 )
 
@@ -132,7 +132,8 @@ _EXPIRE = text(
     """
     WITH moved AS (
         UPDATE reservations SET state = 'expired', updated_at = now()
-         WHERE id = ANY (:ids) AND state = 'held' AND expires_at < now()
+         WHERE (order_id, sku, location) IN (SELECT * FROM unnest(:orders, :skus, :locations))
+           AND state = 'held' AND expires_at < now()
         RETURNING order_id, sku, location, quantity
     ), stock AS (
         UPDATE stock_levels s
@@ -148,6 +149,10 @@ _EXPIRE = text(
     )
     SELECT count(*) FROM moved
     """
+).bindparams(
+    bindparam("orders", type_=ARRAY(Text)),
+    bindparam("skus", type_=ARRAY(Text)),
+    bindparam("locations", type_=ARRAY(Text)),
 )
 
 _RECEIVE = text(
@@ -264,23 +269,23 @@ class StockStore:
         return outcome
 
     async def reserve_batch(self, shard: int, requests: Sequence[ReserveRequest]) -> list[ReserveOutcome]:
-        """Apply requests in order in one transaction: each all-or-nothing, first come first served."""
+        """Apply requests in order in one transaction: each all-or-nothing, first come first served.
+
+        A repeated order id in the batch is sent once; its repeats get the first one's answer.
+        """
         if not requests:
             return []
+        unique: dict[str, ReserveRequest] = {}
+        for request in requests:
+            self.validate_routing(shard, request.lines)
+            unique.setdefault(request.order_id, request)
         params: dict[str, list[Any]] = {
-            "orders": [],
-            "ttls": [],
-            "line_req": [],
-            "skus": [],
-            "locations": [],
-            "quantities": [],
-        }
-        for index, request in enumerate(requests, start=1):
-            lines = sorted(request.lines, key=lambda ln: ln.key)
-            self.validate_routing(shard, lines)
+            "orders": [], "ttls": [], "line_req": [], "skus": [], "locations": [], "quantities": [],
+        }  # fmt: skip
+        for index, request in enumerate(unique.values(), start=1):
             params["orders"].append(request.order_id)
             params["ttls"].append(request.ttl_seconds)
-            for line in lines:
+            for line in sorted(request.lines, key=lambda ln: ln.key):
                 params["line_req"].append(index)
                 params["skus"].append(line.sku)
                 params["locations"].append(line.location)
@@ -290,7 +295,19 @@ class StockStore:
         by_request: dict[int, list[Any]] = {}
         for row in rows:
             by_request.setdefault(row.o_req, []).append(row)
-        return [_outcome(req, by_request[i]) for i, req in enumerate(requests, start=1)]
+        first = {
+            order_id: _outcome(request, by_request[i])
+            for i, (order_id, request) in enumerate(unique.items(), start=1)
+        }
+        outcomes = []
+        answered: set[str] = set()
+        for request in requests:
+            outcome = first[request.order_id]
+            if request.order_id in answered and outcome.held:
+                outcome = outcome.model_copy(update={"replayed": True})
+            answered.add(request.order_id)
+            outcomes.append(outcome)
+        return outcomes
 
     async def release(self, shard: int, order_id: str, lines: Sequence[StockLine] = ()) -> TransitionOutcome:
         """Release the order's holds on this shard. A no-op when nothing (or no longer) is held.
@@ -339,7 +356,14 @@ class StockStore:
             await conn.execute(
                 _LOCK_ROWS, {"skus": [r.sku for r in due], "locations": [r.location for r in due]}
             )
-            moved = await conn.scalar(_EXPIRE, {"ids": [r.id for r in due]})
+            moved = await conn.scalar(
+                _EXPIRE,
+                {
+                    "orders": [r.order_id for r in due],
+                    "skus": [r.sku for r in due],
+                    "locations": [r.location for r in due],
+                },
+            )
         return int(moved or 0)
 
     async def expire_all(self, shard: int, *, batch: int = 500) -> int:

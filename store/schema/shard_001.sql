@@ -17,7 +17,6 @@ CREATE TABLE stock_levels (
 );
 
 CREATE TABLE reservations (
-    id         bigserial   PRIMARY KEY,
     order_id   text        NOT NULL,
     sku        text        NOT NULL,
     location   text        NOT NULL,
@@ -27,11 +26,11 @@ CREATE TABLE reservations (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     -- The idempotency guard: one hold per order and stock row, ever.
-    CONSTRAINT reservations_one_per_order_line UNIQUE (order_id, sku, location)
+    PRIMARY KEY (order_id, sku, location)
 );
 
+-- Only what the hot path must maintain: every index here costs each reservation an insert.
 CREATE INDEX reservations_due_for_expiry ON reservations (expires_at) WHERE state = 'held';
-CREATE INDEX reservations_by_stock_row ON reservations (sku, location) WHERE state = 'held';
 
 CREATE TABLE stock_movements (
     id              bigserial   PRIMARY KEY,
@@ -46,17 +45,15 @@ CREATE TABLE stock_movements (
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX stock_movements_by_stock_row ON stock_movements (sku, location);
-
 -- Reserve a batch of requests in arrival order, in one statement and one transaction.
 --
 -- Each request is all-or-nothing over its lines. Requests are served first come, first served. An
 -- order that already has rows on this shard is answered with its recorded state and changes nothing
--- (the unique key above is the backstop). Stock rows are locked in key order before anything else,
+-- (the primary key above is the backstop). Order ids within one batch must be distinct. Stock rows are locked in key order before anything else,
 -- so concurrent batches cannot deadlock, and a duplicate of an in-flight order waits for it to commit.
 -- The allocation runs in memory; the writes are three set-based statements for the whole batch.
 CREATE FUNCTION reserve_stock(
-    p_order_ids   text[],    -- one per request, in arrival order
+    p_order_ids   text[],    -- one per request, in arrival order, distinct
     p_ttl_seconds integer[], -- one per request
     p_line_req    integer[], -- one per line: 1-based request index, lines grouped by request
     p_skus        text[],
@@ -72,16 +69,20 @@ CREATE FUNCTION reserve_stock(
     o_replayed  boolean
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
-    n_lines     integer := coalesce(cardinality(p_skus), 0);
-    keys        text[]   := '{}';
-    free        bigint[] := '{}';
-    seen_orders text[]   := '{}';
-    seen_states text[]   := '{}';
-    g_order     text[]   := '{}';
-    g_sku       text[]   := '{}';
-    g_loc       text[]   := '{}';
-    g_qty       integer[] := '{}';
-    g_expires   timestamptz[] := '{}';
+    -- Local copies are held in expanded form, so element access is O(1) rather than a scan.
+    orders      text[]    := p_order_ids;
+    ttls        integer[] := p_ttl_seconds;
+    line_req    integer[] := p_line_req;
+    skus        text[]    := p_skus;
+    locs        text[]    := p_locations;
+    qtys        integer[] := p_quantities;
+    n_lines     integer   := coalesce(cardinality(p_skus), 0);
+    line_pos    integer[] := '{}';  -- per line: index into keys/free, NULL when no stock row
+    keys        text[]    := '{}';
+    free        bigint[]  := '{}';
+    seen_orders text[]    := '{}';
+    seen_states text[]    := '{}';
+    granted     boolean[] := '{}';  -- per line
     row_        record;
     i           integer;
     l           integer;
@@ -98,11 +99,15 @@ BEGIN
          ORDER BY s.sku, s.location
            FOR UPDATE
     LOOP
-        keys := keys || (row_.sku || chr(31) || row_.location);
-        free := free || row_.free_now;
+        keys[cardinality(keys) + 1] := row_.sku || chr(31) || row_.location;
+        free[cardinality(free) + 1] := row_.free_now;
+    END LOOP;
+    FOR l IN 1 .. n_lines LOOP
+        line_pos[l] := array_position(keys, skus[l] || chr(31) || locs[l]);
+        granted[l] := false;
     END LOOP;
 
-    -- Read after the locks: a committed duplicate of an order in this batch is now visible.
+    -- Read after the locks: a committed earlier call for an order in this batch is now visible.
     FOR row_ IN
         SELECT r.order_id,
                CASE WHEN bool_or(r.state = 'held') THEN 'held'
@@ -112,22 +117,22 @@ BEGIN
          WHERE r.order_id = ANY (p_order_ids)
          GROUP BY r.order_id
     LOOP
-        seen_orders := seen_orders || row_.order_id;
-        seen_states := seen_states || row_.state;
+        seen_orders[cardinality(seen_orders) + 1] := row_.order_id;
+        seen_states[cardinality(seen_states) + 1] := row_.state;
     END LOOP;
 
-    FOR i IN 1 .. coalesce(cardinality(p_order_ids), 0) LOOP
+    FOR i IN 1 .. coalesce(cardinality(orders), 0) LOOP
         first_line := j;
-        WHILE j <= n_lines AND p_line_req[j] = i LOOP
+        WHILE j <= n_lines AND line_req[j] = i LOOP
             j := j + 1;
         END LOOP;
 
-        pos := array_position(seen_orders, p_order_ids[i]);
+        pos := CASE WHEN cardinality(seen_orders) = 0 THEN NULL ELSE array_position(seen_orders, orders[i]) END;
         IF pos IS NOT NULL THEN
             prior := seen_states[pos];
             FOR l IN first_line .. j - 1 LOOP
-                o_req := i; o_sku := p_skus[l]; o_location := p_locations[l];
-                o_requested := p_quantities[l]; o_available := NULL;
+                o_req := i; o_sku := skus[l]; o_location := locs[l];
+                o_requested := qtys[l]; o_available := NULL;
                 o_state := prior; o_replayed := true;
                 RETURN NEXT;
             END LOOP;
@@ -136,51 +141,45 @@ BEGIN
 
         fits := true;
         FOR l IN first_line .. j - 1 LOOP
-            pos := array_position(keys, p_skus[l] || chr(31) || p_locations[l]);
-            IF pos IS NULL OR free[pos] < p_quantities[l] THEN
+            IF line_pos[l] IS NULL OR free[line_pos[l]] < qtys[l] THEN
                 fits := false;
             END IF;
         END LOOP;
 
         FOR l IN first_line .. j - 1 LOOP
-            pos := array_position(keys, p_skus[l] || chr(31) || p_locations[l]);
+            pos := line_pos[l];
             IF fits THEN
-                free[pos] := free[pos] - p_quantities[l];
-                g_order := g_order || p_order_ids[i];
-                g_sku := g_sku || p_skus[l];
-                g_loc := g_loc || p_locations[l];
-                g_qty := g_qty || p_quantities[l];
-                g_expires := g_expires || (now() + make_interval(secs => p_ttl_seconds[i]));
+                free[pos] := free[pos] - qtys[l];
+                granted[l] := true;
             END IF;
-            o_req := i; o_sku := p_skus[l]; o_location := p_locations[l];
-            o_requested := p_quantities[l];
+            o_req := i; o_sku := skus[l]; o_location := locs[l]; o_requested := qtys[l];
             o_available := CASE WHEN pos IS NULL THEN NULL ELSE free[pos] END;
             o_state := CASE WHEN fits THEN 'held' ELSE 'short' END;
             o_replayed := false;
             RETURN NEXT;
         END LOOP;
-        IF fits THEN
-            seen_orders := seen_orders || p_order_ids[i];
-            seen_states := seen_states || 'held'::text;
-        END IF;
     END LOOP;
 
-    IF cardinality(g_order) > 0 THEN
-        INSERT INTO reservations (order_id, sku, location, quantity, state, expires_at)
-        SELECT u.o, u.s, u.l, u.q, 'held', u.e
-          FROM unnest(g_order, g_sku, g_loc, g_qty, g_expires) AS u(o, s, l, q, e);
+    -- The writes: three set-based statements for the whole batch.
+    INSERT INTO reservations (order_id, sku, location, quantity, state, expires_at)
+    SELECT o.id, u.s, u.l, u.q, 'held', now() + make_interval(secs => o.ttl)
+      FROM unnest(p_line_req, p_skus, p_locations, p_quantities, granted) AS u(r, s, l, q, g)
+      JOIN unnest(p_order_ids, p_ttl_seconds) WITH ORDINALITY AS o(id, ttl, r) ON o.r = u.r
+     WHERE u.g;
 
-        UPDATE stock_levels s
-           SET reserved = s.reserved + d.q, version = s.version + 1, updated_at = now()
-          FROM (SELECT u.s, u.l, sum(u.q) AS q
-                  FROM unnest(g_sku, g_loc, g_qty) AS u(s, l, q)
-                 GROUP BY u.s, u.l) AS d
-         WHERE s.sku = d.s AND s.location = d.l;
+    UPDATE stock_levels s
+       SET reserved = s.reserved + d.q, version = s.version + 1, updated_at = now()
+      FROM (SELECT u.s, u.l, sum(u.q) AS q
+              FROM unnest(p_skus, p_locations, p_quantities, granted) AS u(s, l, q, g)
+             WHERE u.g
+             GROUP BY u.s, u.l) AS d
+     WHERE s.sku = d.s AND s.location = d.l;
 
-        INSERT INTO stock_movements
-               (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
-        SELECT u.s, u.l, 0, u.q, 'reserve', u.o, 'reserve:' || u.o || ':' || u.s || ':' || u.l
-          FROM unnest(g_order, g_sku, g_loc, g_qty) AS u(o, s, l, q);
-    END IF;
+    INSERT INTO stock_movements
+           (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
+    SELECT u.s, u.l, 0, u.q, 'reserve', o.id, 'reserve:' || o.id || ':' || u.s || ':' || u.l
+      FROM unnest(p_line_req, p_skus, p_locations, p_quantities, granted) AS u(r, s, l, q, g)
+      JOIN unnest(p_order_ids) WITH ORDINALITY AS o(id, r) ON o.r = u.r
+     WHERE u.g;
 END;
 $fn$;
