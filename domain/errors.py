@@ -89,3 +89,9 @@ class CancelRefused(InventoryError):
     """The checkout is confirming or already over; it can no longer be cancelled."""
 
     code = "too_late_to_cancel"
+
+
+class PaymentOutcomeUnknown(PaymentUnavailable):
+    """The provider may have acted on the request but no answer came back: look it up by key."""
+
+    code = "payment_outcome_unknown"

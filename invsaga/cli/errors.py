@@ -32,7 +32,7 @@ EXIT_CODES: dict[type[errors.InventoryError], int] = {
 def exit_code_for(error: errors.InventoryError) -> int:
     for cls in type(error).__mro__:
         if cls in EXIT_CODES:
-            return EXIT_CODES[cls]  # type: ignore[index]
+            return EXIT_CODES[cls]
     return 1
 
 
