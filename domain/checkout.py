@@ -89,6 +89,8 @@ class ReservationView(Loose):
     reason: RejectReason | None = None
     detail: str | None = None
     shortages: list[Shortage] = []
+    #: True when the sold-out hint answered: no workflow was started and no row lock was taken.
+    fast_path: bool = False
 
 
 class CancelRequest(Loose):

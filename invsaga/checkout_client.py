@@ -27,25 +27,32 @@ from domain.checkout import (
     TASK_QUEUE,
     CancelRequest,
     CancelResult,
+    CheckoutLine,
     CheckoutRequest,
     CheckoutResult,
     CheckoutStatus,
     CheckoutView,
+    RejectReason,
     ReservationView,
     validate_checkout,
     workflow_id_for,
 )
 from domain.errors import CancelRefused, CheckoutNotFound, InvalidInput
+from domain.stock import Shortage
 from invsaga.settings import Settings
 from invsaga.temporal import connect
+from store.sold_out import SoldOutHint
 from workflows import search_attributes as sa
 from workflows.checkout import CheckoutWorkflow
 
 
 class CheckoutClient:
-    def __init__(self, client: Client, *, task_queue: str = TASK_QUEUE) -> None:
+    def __init__(
+        self, client: Client, *, task_queue: str = TASK_QUEUE, sold_out: SoldOutHint | None = None
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
+        self.sold_out = sold_out
 
     @classmethod
     async def connect(cls, settings: Settings) -> CheckoutClient:
@@ -66,10 +73,20 @@ class CheckoutClient:
         )
 
     async def start(self, request: CheckoutRequest) -> ReservationView:
-        """Start (or attach to) the checkout and return once its stock is held or refused."""
+        """Start (or attach to) the checkout and return once its stock is held or refused.
+
+        With a sold-out hint, a line the database already said is gone is refused here, before any
+        workflow starts; an answer of "zero left" from the database teaches the hint.
+        """
         _check(request)
+        hint = self.sold_out
+        if hint is not None:
+            gone = [line for line in request.lines if hint.sold_out(line.sku, line.location)]
+            if gone:
+                return _sold_out_view(request, gone)
+            tokens = {line.sku: hint.token(line.sku) for line in request.lines}
         try:
-            return await self.client.execute_update_with_start_workflow(
+            view: ReservationView = await self.client.execute_update_with_start_workflow(
                 CheckoutWorkflow.reservation, start_workflow_operation=self._start_operation(request)
             )
         except WorkflowAlreadyStartedError:
@@ -83,6 +100,11 @@ class CheckoutClient:
                 detail=result.detail,
                 shortages=result.shortages,
             )
+        if hint is not None:
+            for short in view.shortages:
+                if short.available == 0 and short.sku in tokens:
+                    hint.mark_sold_out(short.sku, short.location, tokens[short.sku])
+        return view
 
     async def start_without_waiting(self, request: CheckoutRequest) -> str:
         _check(request)
@@ -141,6 +163,21 @@ class CheckoutClient:
             if err.status == RPCStatusCode.NOT_FOUND and "completed" in err.message.lower():
                 raise CancelRefused(f"checkout {order_id} has already ended", order_id=order_id) from err
             raise _not_found(order_id, err) from err
+
+
+def _sold_out_view(request: CheckoutRequest, gone: list[CheckoutLine]) -> ReservationView:
+    return ReservationView(
+        order_id=request.order_id,
+        status=CheckoutStatus.REJECTED,
+        held=False,
+        reason=RejectReason.OUT_OF_STOCK,
+        detail="sold out",
+        shortages=[
+            Shortage(sku=line.sku, location=line.location, requested=line.quantity, available=0)
+            for line in gone
+        ],
+        fast_path=True,
+    )
 
 
 def _initial_search_attributes(request: CheckoutRequest) -> TypedSearchAttributes:

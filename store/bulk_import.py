@@ -5,10 +5,9 @@ the whole file is validated (in Python while streaming, duplicates in SQL) befor
 row. Rows that would drop below ``reserved`` are rejected one by one and the rest apply.
 
 Per shard there is one transaction: rows stream into a temporary table with binary COPY, the existing
-target rows are locked in key order (the store's global lock order), and one set-based upsert plus one
-set-based ledger insert apply them. Shards load concurrently and commit together; they are separate
-servers, so a shard failing during the final commit can leave the others applied. Re-running the same
-file is then safe: rows already at their quantity count as unchanged and write nothing.
+target rows are locked in key order (the store's global lock order), then one upsert and one ledger
+insert apply them. Shards load concurrently and commit together, but they are separate servers: if one
+fails during the final commit the others stay applied, and re-running the file finishes the job.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast, get_args
 
@@ -116,11 +115,8 @@ LOCATION_RULE = CodeRule(Location, "location")
 
 
 def _quantity_of(value: str) -> int | None:
-    if value.isascii() and value.isdigit() and len(value) <= 19:
-        quantity = int(value)
-        if quantity <= MAX_QUANTITY:
-            return quantity
-    return None
+    quantity = int(value) if value.isascii() and value.isdigit() and len(value) <= 19 else None
+    return quantity if quantity is not None and quantity <= MAX_QUANTITY else None
 
 
 class CsvRows:
@@ -224,29 +220,26 @@ _CREATE_STAGING = text(
 # Sorting and hashing a few hundred thousand keys should not spill to disk.
 _SESSION_TUNING = text("SET LOCAL work_mem = '64MB'")
 
-_ANALYZE_STAGING = text(f"ANALYZE {STAGING_TABLE}")
-
 _DUPLICATES = text(
     f"SELECT sku, location, array_agg(line ORDER BY line) AS lines FROM {STAGING_TABLE}"
     " GROUP BY sku, location HAVING count(*) > 1 ORDER BY min(line) LIMIT :limit"
 )
 
-_LOCK_EXISTING = text(
-    "SELECT count(*) FROM ("
-    f"  SELECT 1 FROM stock_levels s JOIN {STAGING_TABLE} i ON i.sku = s.sku AND i.location = s.location"
+# Locks every existing target row in key order and reports those the import would drop below reserved.
+# MATERIALIZED is load-bearing: it keeps the filter from being pushed below the lock, which would then
+# lock only the rejected rows.
+_LOCK_AND_FIND_BELOW_RESERVED = text(
+    "WITH locked AS MATERIALIZED ("
+    "  SELECT i.line, s.sku, s.location, i.quantity, s.reserved"
+    f"   FROM stock_levels s JOIN {STAGING_TABLE} i ON i.sku = s.sku AND i.location = s.location"
     "   ORDER BY s.sku, s.location FOR UPDATE OF s"
-    ") AS locked"
-)
-
-_BELOW_RESERVED = text(
-    f"SELECT i.line, i.sku, i.location, i.quantity, s.reserved FROM {STAGING_TABLE} i"
-    " JOIN stock_levels s ON s.sku = i.sku AND s.location = i.location"
-    " WHERE i.quantity < s.reserved ORDER BY i.line"
+    ") SELECT line, sku, location, quantity, reserved FROM locked WHERE quantity < reserved ORDER BY line"
 )
 
 # The inserted version is the version the row should end at, so the conflict branch is a compare-and-set
 # against the version planned from: a row the plan saw as missing (version 0) but that someone created
-# meanwhile is left alone, and shows up as planned > applied.
+# meanwhile is left alone, and shows up as planned > applied. The ledger is written from the plan: the
+# attempt is rolled back unless every planned row applied, so the two always agree.
 _APPLY = text(
     f"""
     WITH incoming AS (
@@ -261,18 +254,21 @@ _APPLY = text(
         ON CONFLICT (sku, location) DO UPDATE
            SET on_hand = excluded.on_hand, version = excluded.version, updated_at = now()
          WHERE s.version = excluded.version - 1
-        RETURNING s.sku, s.location
+        RETURNING 1
     ), ledger AS (
         INSERT INTO stock_movements
                (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
-        SELECT a.sku, a.location, c.quantity - coalesce(c.old_on_hand, 0), 0, 'import', :batch,
-               'import:' || :batch || ':' || a.sku || ':' || a.location
-          FROM applied a JOIN incoming c ON c.sku = a.sku AND c.location = a.location
-         ORDER BY a.sku, a.location
+        SELECT sku, location, quantity - coalesce(old_on_hand, 0), 0, 'import', :batch,
+               'import:' || :batch || ':' || sku || ':' || location
+          FROM incoming ORDER BY sku, location
     )
     SELECT (SELECT count(*) FROM incoming) AS planned, (SELECT count(*) FROM applied) AS applied
     """
 )
+
+
+def _below_reserved(quantity: int, reserved: int) -> str:
+    return f"quantity {quantity} is below the {reserved} units already reserved"
 
 
 class _LostRace(Exception):
@@ -281,92 +277,78 @@ class _LostRace(Exception):
 
 @dataclass
 class _ShardLoad:
+    """One shard's side of an import: its connection, open transaction and staged rows."""
+
     index: int
     conn: AsyncConnection
     transaction: AsyncTransaction
     driver: Any  # the asyncpg connection under ``conn``, for binary COPY
     rows: int = 0
+    applied: int = 0
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, stack: AsyncExitStack, index: int, engine: AsyncEngine) -> _ShardLoad:
+        async with unavailable_as(shard_label(index)):
+            conn = await stack.enter_async_context(engine.connect())
+            transaction = await conn.begin()
+            # A statement through SQLAlchemy first, so the asyncpg transaction has begun before COPY.
+            await conn.execute(_SESSION_TUNING)
+            await conn.execute(_CREATE_STAGING)
+            raw = await conn.get_raw_connection()
+        return cls(index, conn, transaction, raw.driver_connection)
 
     @property
-    def label(self) -> str:
-        return shard_label(self.index)
+    def unchanged(self) -> int:
+        return self.rows - self.applied - len(self.rejected)
 
+    async def copy(self, records: list[StagedRow]) -> None:
+        async with unavailable_as(shard_label(self.index)):
+            await self.driver.copy_records_to_table(STAGING_TABLE, records=records, columns=_STAGING_COLUMNS)
+        self.rows += len(records)
 
-@dataclass
-class _ShardOutcome:
-    applied: int
-    unchanged: int
-    rejected: list[RejectedRow]
-
-
-async def _open_load(stack: AsyncExitStack, index: int, engine: AsyncEngine) -> _ShardLoad:
-    async with unavailable_as(shard_label(index)):
-        conn = await stack.enter_async_context(engine.connect())
-        transaction = await conn.begin()
-        # A statement through SQLAlchemy first, so the asyncpg transaction has begun before COPY.
-        await conn.execute(_SESSION_TUNING)
-        await conn.execute(_CREATE_STAGING)
-        raw = await conn.get_raw_connection()
-    return _ShardLoad(index, conn, transaction, raw.driver_connection)
-
-
-async def _copy(load: _ShardLoad, records: list[StagedRow]) -> None:
-    async with unavailable_as(load.label):
-        await load.driver.copy_records_to_table(STAGING_TABLE, records=records, columns=_STAGING_COLUMNS)
-    load.rows += len(records)
-
-
-async def _duplicates(load: _ShardLoad) -> list[RowProblem]:
-    if not load.rows:
-        return []
-    async with unavailable_as(load.label):
-        await load.conn.execute(_ANALYZE_STAGING)
-        groups = (await load.conn.execute(_DUPLICATES, {"limit": MAX_REPORTED_PROBLEMS})).all()
-    return [
-        RowProblem(line=line, reason=f"duplicate of line {g.lines[0]} for sku {g.sku!r} at {g.location!r}")
-        for g in groups
-        for line in g.lines[1:]
-    ]
-
-
-async def _apply(load: _ShardLoad, batch_id: str) -> _ShardOutcome:
-    if not load.rows:
-        return _ShardOutcome(applied=0, unchanged=0, rejected=[])
-    conn = load.conn
-    async with unavailable_as(load.label):
-        for _attempt in range(LOST_RACE_ATTEMPTS):
-            try:
-                async with conn.begin_nested():  # rolling back to here releases this attempt's locks
-                    await conn.execute(_LOCK_EXISTING)
-                    below = (await conn.execute(_BELOW_RESERVED)).all()
-                    planned, applied = (await conn.execute(_APPLY, {"batch": batch_id})).one()
-                    if applied != planned:
-                        raise _LostRace
-            except _LostRace:
-                continue
-            rejected = [
-                RejectedRow(
-                    line=r.line,
-                    sku=r.sku,
-                    location=r.location,
-                    quantity=r.quantity,
-                    reserved=r.reserved,
-                    reason=f"quantity {r.quantity} is below the {r.reserved} units already reserved",
-                )
-                for r in below
-            ]
-            return _ShardOutcome(
-                applied=applied, unchanged=load.rows - applied - len(rejected), rejected=rejected
+    async def duplicates(self) -> list[RowProblem]:
+        if not self.rows:
+            return []
+        async with unavailable_as(shard_label(self.index)):
+            await self.conn.execute(text(f"ANALYZE {STAGING_TABLE}"))  # temp tables are never auto-analyzed
+            groups = (await self.conn.execute(_DUPLICATES, {"limit": MAX_REPORTED_PROBLEMS})).all()
+        return [
+            RowProblem(
+                line=line, reason=f"duplicate of line {g.lines[0]} for sku {g.sku!r} at {g.location!r}"
             )
-    raise VersionConflict(
-        f"{load.label}: stock rows kept appearing while the import ran; nothing was changed, try again",
-        shard=load.index,
-    )
+            for g in groups
+            for line in g.lines[1:]
+        ]
 
+    async def apply(self, batch_id: str) -> None:
+        """Lock, upsert and write the ledger, retrying when a row planned as new was created meanwhile."""
+        if not self.rows:
+            return
+        async with unavailable_as(shard_label(self.index)):
+            for _attempt in range(LOST_RACE_ATTEMPTS):
+                try:
+                    async with self.conn.begin_nested():  # rolling back releases this attempt's locks
+                        below = (await self.conn.execute(_LOCK_AND_FIND_BELOW_RESERVED)).all()
+                        planned, applied = (await self.conn.execute(_APPLY, {"batch": batch_id})).one()
+                        if applied != planned:
+                            raise _LostRace
+                except _LostRace:
+                    continue
+                self.applied = applied
+                self.rejected = [
+                    RejectedRow(**row._mapping, reason=_below_reserved(row.quantity, row.reserved))
+                    for row in below
+                ]
+                return
+        raise VersionConflict(
+            f"shard {self.index}: stock rows kept appearing during the import; nothing changed, try again",
+            shard=self.index,
+        )
 
-async def _commit(load: _ShardLoad) -> None:
-    async with unavailable_as(load.label):
-        await load.transaction.commit()
+    async def commit(self) -> None:
+        async with unavailable_as(shard_label(self.index)):
+            await self.transaction.commit()
 
 
 async def _on_every_shard(calls: Iterable[Awaitable[T]]) -> list[T]:
@@ -411,25 +393,25 @@ async def import_stock(
     batch_id = uuid.uuid4().hex
     async with AsyncExitStack() as stack:
         lines = stack.enter_context(_open_csv(source)) if isinstance(source, Path) else source
-        loads = [await _open_load(stack, i, engine) for i, engine in enumerate(databases.shards)]
+        loads = [await _ShardLoad.open(stack, i, engine) for i, engine in enumerate(databases.shards)]
         rows = CsvRows(lines, databases.router)
         while (batches := rows.next_chunk(chunk_rows)) is not None:
-            await _on_every_shard(_copy(loads[s], batch) for s, batch in enumerate(batches) if batch)
+            await _on_every_shard(loads[s].copy(batch) for s, batch in enumerate(batches) if batch)
             if on_progress is not None:
                 on_progress(rows.rows_read)
-        duplicates = await _on_every_shard(_duplicates(load) for load in loads)
+        duplicates = await _on_every_shard(load.duplicates() for load in loads)
         for found in duplicates:
             for problem in found:
                 rows.problem(problem.line, problem.reason)
         if rows.problem_count:
             raise _refusal(sorted(rows.problems, key=lambda p: p.line), rows.problem_count)
-        outcomes = await _on_every_shard(_apply(load, batch_id) for load in loads)
-        await _on_every_shard(_commit(load) for load in loads)
+        await _on_every_shard(load.apply(batch_id) for load in loads)
+        await _on_every_shard(load.commit() for load in loads)
     return ImportResult(
         batch_id=batch_id,
         rows_read=rows.rows_read,
-        applied=sum(o.applied for o in outcomes),
-        unchanged=sum(o.unchanged for o in outcomes),
-        rejected=sorted((r for o in outcomes for r in o.rejected), key=lambda r: r.line),
+        applied=sum(load.applied for load in loads),
+        unchanged=sum(load.unchanged for load in loads),
+        rejected=sorted((r for load in loads for r in load.rejected), key=lambda r: r.line),
         seconds=round(time.perf_counter() - started, 3),
     )

@@ -1,0 +1,124 @@
+"""The sold-out fast path: a per-process hint that answers "out of stock" without a workflow and
+without touching the stock row's lock.
+
+The hint only ever says "sold out" for a SKU after the database said its available stock was zero, and
+forgets it as soon as Postgres notifies that stock came back (a release, expiry, receipt, adjustment
+or import fire ``stock_available``; see the shard schema). "Available" is never answered here: such
+requests always go to the database, so consistency is untouched. A per-SKU generation counter stops
+a slow "sold out" answer from overwriting a newer notification, a maximum age bounds staleness if a
+notification is ever missed, and a lost listener connection clears everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+log = logging.getLogger("invsaga.sold_out")
+
+CHANNEL = "stock_available"
+
+
+class SoldOutHint:
+    def __init__(self, shard_urls: Iterable[URL], *, max_age_seconds: float = 5.0) -> None:
+        self._dsns = [
+            url.set(drivername="postgresql").render_as_string(hide_password=False) for url in shard_urls
+        ]
+        self.max_age = max_age_seconds
+        self._sold_out: dict[tuple[str, str], float] = {}
+        self._generation: dict[str, int] = {}
+        self._epoch = 0  # bumped when everything must be forgotten
+        self._connections: list[asyncpg.Connection] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listening = 0
+        self.notifications = 0
+
+    # --- reading and writing the hint ---------------------------------------------------------
+
+    def sold_out(self, sku: str, location: str) -> bool:
+        """True only while the database's last word on the stock row was "nothing left", and since."""
+        if self._listening < len(self._dsns):
+            return False
+        seen = self._sold_out.get((sku, location))
+        if seen is None:
+            return False
+        if time.monotonic() - seen > self.max_age:
+            self._sold_out.pop((sku, location), None)
+            return False
+        return True
+
+    def token(self, sku: str) -> tuple[int, int]:
+        """Take before asking the database; pass to ``mark_sold_out`` with its answer."""
+        return (self._epoch, self._generation.get(sku, 0))
+
+    def mark_sold_out(self, sku: str, location: str, token: tuple[int, int]) -> None:
+        """Record the database's "zero available", unless stock came back since ``token`` was taken."""
+        if token == (self._epoch, self._generation.get(sku, 0)):
+            self._sold_out[(sku, location)] = time.monotonic()
+
+    def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        self._available_again(payload)
+
+    def _available_again(self, payload: str) -> None:
+        self.notifications += 1
+        if payload == "*":
+            self._forget_all()
+            return
+        skus = set(payload.split(","))
+        for sku in skus:
+            self._generation[sku] = self._generation.get(sku, 0) + 1
+        for key in [key for key in self._sold_out if key[0] in skus]:
+            del self._sold_out[key]
+
+    def _forget_all(self) -> None:
+        self._epoch += 1
+        self._generation.clear()
+        self._sold_out.clear()
+
+    # --- listening ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._listen(dsn)) for dsn in self._dsns]
+
+    async def wait_listening(self, within: float = 10.0) -> None:
+        deadline = time.monotonic() + within
+        while self._listening < len(self._dsns):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the sold-out hint could not listen on every shard")
+            await asyncio.sleep(0.02)
+
+    async def _listen(self, dsn: str) -> None:
+        """Hold a LISTEN connection to one shard, reconnecting after failures."""
+        while True:
+            connection: asyncpg.Connection | None = None
+            lost = asyncio.Event()
+            try:
+                connection = await asyncpg.connect(dsn, timeout=5)
+                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await connection.add_listener(CHANNEL, self._on_notify)
+                self._listening += 1
+                try:
+                    await lost.wait()
+                finally:
+                    self._listening -= 1
+                    self._forget_all()
+            except asyncio.CancelledError:
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close(timeout=2)
+                raise
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("sold-out hint lost its shard connection: %s; retrying", exc)
+            await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
