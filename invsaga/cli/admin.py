@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -19,19 +19,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from domain import errors
 from domain.stock import DEFAULT_LOCATION, StockLevel
-from invsaga.cli.errors import EXIT_CODES, fail, run
+from invsaga.cli.errors import EXIT_CODES, run
 from invsaga.settings import load_settings
 from store.audit import AuditReport, audit
-from store.bulk_import import LOCATION_RULE, SKU_RULE, ImportResult, import_stock
+from store.bulk_import import ImportResult, import_stock
 from store.databases import Databases, migrate_all, shard_label
 from store.stock import StockStore
-
-T = TypeVar("T")
+from store.stock_csv import LOCATION_RULE, MAX_QUANTITY, SKU_RULE
 
 # A negative QTY such as "-5" must reach our validation instead of being parsed as an unknown option.
 _QUANTITY_ARGS = {"ignore_unknown_options": True}
 
 JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
+SkuArgument = typer.Argument(metavar="SKU", help="The SKU code.")
 LocationOption = typer.Option(DEFAULT_LOCATION, "--location", "-l", help="Stock location.")
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -46,17 +46,6 @@ def mount(app: typer.Typer) -> None:
     )
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """``errors.run``, plus a last resort so even an unexpected failure is one line, never a traceback."""
-    try:
-        return run(coro)
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise fail(f"unexpected {type(exc).__name__}: {first_line}", 1) from None
-
-
 @asynccontextmanager
 async def _opened_databases() -> AsyncIterator[Databases]:
     databases = await Databases.open(load_settings())
@@ -67,8 +56,8 @@ async def _opened_databases() -> AsyncIterator[Databases]:
 
 
 def _require_quantity(quantity: int, *, minimum: int) -> int:
-    if quantity < minimum:
-        raise errors.InvalidInput(f"quantity must be >= {minimum}, got {quantity}")
+    if not minimum <= quantity <= MAX_QUANTITY:
+        raise errors.InvalidInput(f"quantity must be from {minimum} to {MAX_QUANTITY}, got {quantity}")
     return quantity
 
 
@@ -93,8 +82,7 @@ def _print_levels(sku: str, levels: list[StockLevel], as_json: bool) -> None:
     print(f"  {'location':<20} {'on_hand':>12} {'reserved':>12} {'available':>12} {'version':>8}")
     for lv in levels:
         print(f"  {lv.location:<20} {lv.on_hand:>12} {lv.reserved:>12} {lv.available:>12} {lv.version:>8}")
-    if len(levels) > 1:
-        print(f"  {'total':<20} {totals['on_hand']:>12} {totals['reserved']:>12} {totals['available']:>12}")
+    print(f"  {'total':<20} {totals['on_hand']:>12} {totals['reserved']:>12} {totals['available']:>12}")
 
 
 # --- db -----------------------------------------------------------------------------------------
@@ -110,7 +98,7 @@ async def _migrate() -> list[dict[str, Any]]:
 
 @db_app.command("migrate", help="Bring the core database and every shard to this release's schema.")
 def migrate_command(as_json: bool = JsonOption) -> None:
-    results = _run(_migrate())
+    results = run(_migrate())
     if as_json:
         _print_json(results)
         return
@@ -129,8 +117,8 @@ async def _get(sku: str) -> list[StockLevel]:
 
 
 @stock_app.command("get", help="Show a SKU at every location, with totals.")
-def get_command(sku: str, as_json: bool = JsonOption) -> None:
-    _print_levels(sku, _run(_get(sku)), as_json)
+def get_command(sku: str = SkuArgument, as_json: bool = JsonOption) -> None:
+    _print_levels(sku, run(_get(sku)), as_json)
 
 
 async def _set(sku: str, quantity: int, location: str, expected_version: int | None) -> StockLevel:
@@ -154,8 +142,8 @@ async def _set(sku: str, quantity: int, location: str, expected_version: int | N
 
 @stock_app.command("set", context_settings=_QUANTITY_ARGS, help="Set on_hand (compare-and-set on version).")
 def set_command(
-    sku: str,
-    qty: int,
+    sku: str = SkuArgument,
+    qty: int = typer.Argument(metavar="QTY", help="New on_hand, at least what is reserved."),
     location: str = LocationOption,
     expected_version: int | None = typer.Option(
         None,
@@ -165,7 +153,7 @@ def set_command(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    level = _run(_set(sku, qty, location, expected_version))
+    level = run(_set(sku, qty, location, expected_version))
     _print_levels(sku, [level], as_json)
 
 
@@ -181,13 +169,13 @@ async def _receive(sku: str, quantity: int, location: str, key: str) -> StockLev
 
 @stock_app.command("receive", context_settings=_QUANTITY_ARGS, help="Add received units (idempotent by key).")
 def receive_command(
-    sku: str,
-    qty: int,
+    sku: str = SkuArgument,
+    qty: int = typer.Argument(metavar="QTY", help="Units received, more than 0."),
     location: str = LocationOption,
     key: str | None = typer.Option(None, "--key", help="Idempotency key; the same key adds the units once."),
     as_json: bool = JsonOption,
 ) -> None:
-    level = _run(_receive(sku, qty, location, key or str(uuid.uuid4())))
+    level = run(_receive(sku, qty, location, key or str(uuid.uuid4())))
     _print_levels(sku, [level], as_json)
 
 
@@ -207,7 +195,10 @@ def _count_data_rows(path: Path) -> int | None:
 
 
 @stock_app.command("import", help="Set stock from a CSV with header sku,location,quantity.")
-def import_command(file: Path, as_json: bool = JsonOption) -> None:
+def import_command(
+    file: Path = typer.Argument(metavar="FILE.csv", help="CSV with header sku,location,quantity."),
+    as_json: bool = JsonOption,
+) -> None:
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("importing"),
@@ -219,8 +210,8 @@ def import_command(file: Path, as_json: bool = JsonOption) -> None:
         disable=not console.is_terminal,
     )
     with progress:
-        task = progress.add_task("import", total=_count_data_rows(file))
-        result = _run(_import(file, lambda rows: progress.update(task, completed=rows)))
+        task = progress.add_task("import", total=None if progress.disable else _count_data_rows(file))
+        result = run(_import(file, lambda rows: progress.update(task, completed=rows)))
     if as_json:
         _print_json(result.model_dump())
     else:
@@ -243,7 +234,7 @@ async def _audit() -> AuditReport:
 
 
 def audit_command(as_json: bool = JsonOption) -> None:
-    report = _run(_audit())
+    report = run(_audit())
     if as_json:
         _print_json({"clean": report.clean, **report.model_dump()})
     else:

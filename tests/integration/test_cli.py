@@ -1,0 +1,231 @@
+"""The real ``invsaga`` console script, run as a subprocess against the test shards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from invsaga.local.ports import free_port
+from store.migrations import latest_version
+from tests.helpers import request, skus_on_shard, stock_up
+
+INVSAGA = Path(sys.executable).with_name("invsaga")
+
+pytestmark = pytest.mark.usefixtures("clean_shards")
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    @property
+    def error_line(self) -> str:
+        lines = self.stderr.strip().splitlines()
+        assert len(lines) == 1, f"expected one error line, got: {self.stderr!r}"
+        return lines[0]
+
+
+def cli_env(shard_dsns: list[str], core_dsn: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVSAGA_")}
+    return {**env, "INVSAGA_SHARD_DSNS": ",".join(shard_dsns), "INVSAGA_CORE_DSN": core_dsn}
+
+
+@pytest.fixture
+def invsaga(settings):
+    """Run ``invsaga ARGS`` against the test fleet (or ``env``), never accepting a traceback."""
+
+    async def run_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(INVSAGA), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env or cli_env(settings.shard_dsns, settings.core_dsn),
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run_cli
+
+
+async def test_migrate_twice_reports_versions_and_the_second_run_is_a_no_op(pg_fleet, invsaga):
+    tag = uuid.uuid4().hex[:8]
+    shard_dsns = [server.create_database(f"migrate_{tag}") for server in pg_fleet.shards]
+    core_dsn = pg_fleet.core.create_database(f"migrate_{tag}")
+    env = cli_env(shard_dsns, core_dsn)
+    expected_after = [latest_version("core")] + [latest_version("shard")] * len(shard_dsns)
+
+    first = await invsaga("db", "migrate", "--json", env=env)
+    second = await invsaga("db", "migrate", env=env)
+    again = await invsaga("db", "migrate", "--json", env=env)
+
+    assert first.code == second.code == again.code == 0
+    assert [r["database"] for r in first.json()] == ["core database"] + [f"shard {i}" for i in range(2)]
+    assert [(r["before"], r["after"]) for r in first.json()] == [(0, v) for v in expected_after]
+    assert [(r["before"], r["after"]) for r in again.json()] == [(v, v) for v in expected_after]
+    assert second.stdout.count("up to date") == len(expected_after)
+    fresh = await invsaga("stock", "get", "NEVER-STOCKED", env=env)
+    assert fresh.code == 3  # migrated and usable: the sku is simply unknown
+
+
+async def test_receive_set_and_get_round_trip(store, invsaga):
+    (sku,) = skus_on_shard(store.router, 1, 1, prefix="CLI")
+
+    received = await invsaga("stock", "receive", sku, "10", "--key", "po-77", "--json")
+    replayed = await invsaga("stock", "receive", sku, "10", "--key", "po-77", "--json")
+    lowered = await invsaga("stock", "set", sku, "4", "--json")
+    east = await invsaga("stock", "set", sku, "3", "--location", "east")
+    shown = await invsaga("stock", "get", sku, "--json")
+    table = await invsaga("stock", "get", sku)
+
+    assert [r.code for r in (received, replayed, lowered, east, shown, table)] == [0] * 6
+    assert received.json()["locations"][0]["on_hand"] == replayed.json()["locations"][0]["on_hand"] == 10
+    assert (lowered.json()["locations"][0]["on_hand"], lowered.json()["locations"][0]["version"]) == (4, 2)
+    levels = await store.get(sku)
+    assert shown.json() == {
+        "sku": sku,
+        "locations": [{**lv.model_dump(), "available": lv.available} for lv in levels],
+        "total": {
+            "on_hand": sum(lv.on_hand for lv in levels),
+            "reserved": sum(lv.reserved for lv in levels),
+            "available": sum(lv.available for lv in levels),
+        },
+    }
+    assert {lv.location: lv.on_hand for lv in levels} == {"main": 4, "east": 3}
+    assert "total" in table.stdout and sku in table.stdout
+
+
+async def test_set_with_a_stale_version_is_refused_and_changes_nothing(store, invsaga):
+    (sku,) = skus_on_shard(store.router, 0, 1, prefix="CLI")
+    await stock_up(store, sku, 5)
+    seen = (await invsaga("stock", "get", sku, "--json")).json()["locations"][0]["version"]
+    moved = await store.adjust(sku, "main", 7, expected_version=seen, idempotency_key=f"other-{sku}")
+
+    stale = await invsaga("stock", "set", sku, "2", "--expected-version", str(seen))
+
+    assert stale.code == 5
+    assert "version" in stale.error_line and str(moved.version) in stale.error_line
+    assert await store.get(sku) == [moved]
+
+
+async def test_set_below_reserved_is_refused(store, invsaga):
+    (sku,) = skus_on_shard(store.router, 0, 1, prefix="CLI")
+    await stock_up(store, sku, 9)
+    await store.reserve(0, request(f"o-{sku}", (sku, 6)))
+    refused = await invsaga("stock", "set", sku, "5")
+    assert refused.code == 5 and "reserved" in refused.error_line
+    [level] = await store.get(sku)
+    assert (level.on_hand, level.reserved) == (9, 6)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["stock", "set", "CLI-NEG", "-5"], 2, "quantity"),
+        (["stock", "receive", "CLI-ZERO", "0"], 2, "quantity"),
+        (["stock", "get", "bad sku!"], 2, "sku"),
+        (["stock", "set", "CLI-X", "1", "--location", "no place"], 2, "location"),
+        (["stock", "get", "CLI-NEVER-RECEIVED"], 3, "unknown sku"),
+        (["stock", "import", "/nonexistent/stock.csv"], 2, "cannot read"),
+    ],
+)
+async def test_bad_input_is_one_line_and_its_own_exit_code(invsaga, args, code, needle):
+    result = await invsaga(*args)
+    assert result.code == code
+    assert result.error_line.startswith("error:") and needle in result.error_line
+
+
+@pytest.mark.parametrize("args", [["stock", "get", "ANY"], ["db", "migrate"], ["audit"]])
+async def test_an_unreachable_shard_is_exit_69(settings, invsaga, args):
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/inventory"
+    env = cli_env([settings.shard_dsns[0], dead], settings.core_dsn)
+    result = await invsaga(*args, env=env)
+    assert result.code == 69
+    assert "shard 1" in result.error_line and "unreachable" in result.error_line
+
+
+async def test_import_then_get(store, invsaga, tmp_path):
+    skus = skus_on_shard(store.router, 0, 2, prefix="CLI") + skus_on_shard(store.router, 1, 2, prefix="CLI")
+    wanted = {sku: 10 + n for n, sku in enumerate(skus)}
+    path = tmp_path / "stock.csv"
+    path.write_text("sku,location,quantity\n" + "".join(f"{s},,{q}\n" for s, q in wanted.items()))
+
+    imported = await invsaga("stock", "import", str(path), "--json")
+    text_run = await invsaga("stock", "import", str(path))
+    shown = await asyncio.gather(*(invsaga("stock", "get", sku, "--json") for sku in skus))
+
+    assert imported.code == 0 and text_run.code == 0
+    report = imported.json()
+    assert (report["rows_read"], report["applied"], report["unchanged"], report["rejected"]) == (
+        len(wanted),
+        len(wanted),
+        0,
+        [],
+    )
+    assert f"{len(wanted)} unchanged" in text_run.stdout
+    assert {r.json()["sku"]: r.json()["total"]["on_hand"] for r in shown} == wanted
+
+
+async def test_import_refuses_a_file_with_a_malformed_row_on_line_4(store, databases, invsaga, tmp_path):
+    skus = skus_on_shard(store.router, 0, 3, prefix="CLI")
+    path = tmp_path / "bad.csv"
+    path.write_text(f"sku,location,quantity\n{skus[0]},main,5\n{skus[1]},main,6\n{skus[2]},main,lots\n")
+
+    refused = await invsaga("stock", "import", str(path))
+
+    assert refused.code == 2
+    assert "line 4" in refused.error_line and "lots" in refused.error_line
+    assert await store.get_many(skus) == {}
+    async with databases.shards[0].connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM stock_movements")) == 0
+
+
+async def test_import_lists_rows_below_reserved_and_exits_5(store, invsaga, tmp_path):
+    held, free = skus_on_shard(store.router, 1, 2, prefix="CLI")
+    await stock_up(store, held, 8)
+    await store.reserve(1, request(f"o-{held}", (held, 5)))
+    path = tmp_path / "low.csv"
+    path.write_text(f"sku,location,quantity\n{free},main,3\n{held},main,4\n")
+
+    result = await invsaga("stock", "import", str(path))
+
+    assert result.code == 5
+    assert f"line 3: {held} at main" in result.stdout and "1 applied" in result.stdout
+    levels = await store.get_many([held, free])
+    assert (levels[held][0].on_hand, levels[free][0].on_hand) == (8, 3)
+
+
+async def test_audit_is_clean_then_reports_tampering(store, databases, invsaga):
+    (sku,) = skus_on_shard(store.router, 0, 1, prefix="CLI")
+    await stock_up(store, sku, 10)
+    clean, clean_json = await asyncio.gather(invsaga("audit"), invsaga("audit", "--json"))
+    assert clean.code == 0 and clean_json.code == 0
+    assert "clean" in clean.stdout and clean_json.json()["clean"] is True
+
+    async with databases.shards[0].begin() as conn:
+        await conn.execute(text("UPDATE stock_levels SET reserved = 3 WHERE sku = :s"), {"s": sku})
+    dirty, dirty_json = await asyncio.gather(invsaga("audit"), invsaga("audit", "--json"))
+
+    assert dirty.code == 1 and dirty_json.code == 1
+    assert f"invariant 2 violated on shard 0: sku {sku} at main: reserved=3 held=0" in dirty.stdout
+    violations = {
+        (v["invariant"], v["shard"], v["sku"], v["location"]) for v in dirty_json.json()["violations"]
+    }
+    assert violations == {(2, 0, sku, "main"), (3, 0, sku, "main")}
+    assert dirty_json.json()["clean"] is False
