@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.common import write_result
 from invsaga.local.postgres import start_fleet
 from invsaga.settings import load_settings
 from store.audit import audit
@@ -138,13 +139,15 @@ async def run_bench(rows: int, shards: int, workdir: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--shards", type=int, default=4)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="invsaga-bench-") as workdir:
-        print(json.dumps(asyncio.run(run_bench(args.rows, args.shards, Path(workdir))), indent=2))
+        payload = asyncio.run(run_bench(args.rows, args.shards, Path(workdir)))
+    write_result("bulk_import", {"benchmark": "bulk import", **payload})
+    return payload
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -20,7 +21,7 @@ from typing import Any
 
 from invsaga.local.postgres import PgServer, find_pg_bin
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("INVSAGA_BENCH_RESULTS", Path(__file__).parent / "results"))
 
 
 @dataclass
