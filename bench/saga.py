@@ -141,8 +141,10 @@ async def _run(settings: Settings, temporal: Client, args: argparse.Namespace) -
                 else:
                     from temporalio.worker import Worker
 
-                    worker = Worker(temporal, task_queue=queue, workflows=[CheckoutWorkflow],
-                                    activities=NoopActivities().all(), max_concurrent_activities=100)  # fmt: skip
+                    worker = Worker(
+                        temporal, task_queue=queue, workflows=[CheckoutWorkflow],
+                        activities=NoopActivities().all(), max_concurrent_activities=100,
+                    )  # fmt: skip
                 client = CheckoutClient(temporal, task_queue=queue)
                 async with worker:
                     rate, ids = await _drive(client, args.checkouts, args.concurrency)
