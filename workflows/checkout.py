@@ -256,7 +256,7 @@ class CheckoutWorkflow:
 
     async def _refund(self) -> None:
         if self._charge_task is not None:
-            await asyncio.wait([self._charge_task])
+            await workflow.wait([self._charge_task])
         await workflow.execute_activity_method(
             PaymentActivities.refund_payment,
             RefundInput(order_id=self._request.order_id),
