@@ -119,9 +119,11 @@ async def saga(saga_settings: Settings, temporal_client, databases: Databases, c
     from workers.worker import WorkerDeps, build_worker
 
     task_queue = f"test-{uuid.uuid4()}"
-    async with WorkerDeps.open(saga_settings) as deps:
-        async with build_worker(temporal_client, saga_settings, deps, task_queue=task_queue):
-            yield CheckoutClient(temporal_client, task_queue=task_queue)
+    async with (
+        WorkerDeps.open(saga_settings) as deps,
+        build_worker(temporal_client, saga_settings, deps, task_queue=task_queue),
+    ):
+        yield CheckoutClient(temporal_client, task_queue=task_queue)
 
 
 # --- process exit ----------------------------------------------------------------------------------

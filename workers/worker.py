@@ -1,18 +1,25 @@
-"""Build and run the checkout worker: workflows, activities and their injected dependencies."""
+"""Build and run the checkout worker: workflows, activities and their injected dependencies.
+
+A running worker reports its state on ``INVSAGA_WORKER_HEALTH_PORT`` (``workers.health``), serves
+Prometheus metrics on ``INVSAGA_METRICS_PORT``, joins a Worker Deployment Version when one is
+configured (``workers.versioning``) and traces when ``INVSAGA_OTEL_ENDPOINT`` is set
+(``workers.tracing``). SIGTERM stops polling and gives in-flight activities
+``INVSAGA_WORKER_SHUTDOWN_GRACE_SECONDS`` to finish before they are cancelled.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from activities.inventory import InventoryActivities
 from activities.orders import OrderActivities
@@ -23,10 +30,16 @@ from payments.client import PaymentClient
 from store.batching import ReservationBatcher
 from store.databases import Databases
 from store.stock import StockStore
+from workers.health import ActivityTracker, WorkerHealth, WorkerState, serve_health
+from workers.tracing import tracing
+from workers.versioning import deployment_config
 from workflows.checkout import CheckoutWorkflow
 from workflows.hold_sweeper import HoldSweeperWorkflow
 
 log = logging.getLogger("invsaga.worker")
+
+#: How often a draining worker says what it is still waiting for.
+DRAIN_REPORT_EVERY = timedelta(seconds=5)
 
 
 @dataclass
@@ -60,6 +73,7 @@ def build_worker(
     *,
     task_queue: str | None = None,
     inventory: InventoryActivities | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
     """The worker for ``settings``; tests pass their own task queue, and may wrap the activities."""
     inventory = inventory or InventoryActivities(deps.store, deps.batcher)
@@ -83,6 +97,8 @@ def build_worker(
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
+        deployment_config=deployment_config(settings),
+        interceptors=list(interceptors),
     )
 
 
@@ -94,22 +110,82 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
 
 
-async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+def worker_health(settings: Settings) -> WorkerHealth:
+    return WorkerHealth(
+        task_queue=settings.task_queue,
+        namespace=settings.temporal_namespace,
+        deployment_name=settings.worker_deployment_name,
+        build_id=settings.worker_build_id,
+    )
+
+
+async def run_worker(
+    settings: Settings, *, stop: asyncio.Event | None = None, health: WorkerHealth | None = None
+) -> None:
     """Run until SIGTERM or SIGINT, then stop polling and let in-flight activities finish."""
     stop = stop or asyncio.Event()
+    health = health or worker_health(settings)
+    deployment_config(settings)  # a half-configured deployment fails here, before anything starts
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    client = await connect(settings, runtime=metrics_runtime(settings))
-    async with WorkerDeps.open(settings) as deps:
-        if await ensure_sweeper_schedule(client, settings.task_queue):
-            log.info("created the hold-sweeper schedule")
-        worker = build_worker(client, settings, deps)
+    try:
+        async with AsyncExitStack() as stack:
+            if settings.worker_health_port:
+                await stack.enter_async_context(serve_health(health, settings.worker_health_port))
+            interceptors = [ActivityTracker(health), *stack.enter_context(tracing(settings))]
+            client = await connect(settings, runtime=metrics_runtime(settings))
+            deps = await stack.enter_async_context(WorkerDeps.open(settings))
+            if await ensure_sweeper_schedule(client, settings.task_queue):
+                log.info("created the hold-sweeper schedule")
+            await _serve(
+                build_worker(client, settings, deps, interceptors=interceptors), settings, stop, health
+            )
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    log.info("worker stopped")
+
+
+async def _serve(worker: Worker, settings: Settings, stop: asyncio.Event, health: WorkerHealth) -> None:
+    reporter: asyncio.Task[None] | None = None
+    try:
         async with worker:
-            log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
-            await stop.wait()
+            # The worker validates its namespace before it polls; the SDK offers no event for that.
+            while not worker.is_running:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            health.state = WorkerState.RUNNING
+            version = (
+                f", deployment {settings.worker_deployment_name} build {settings.worker_build_id}"
+                if settings.worker_deployment_name
+                else ""
+            )
             log.info(
-                "shutting down: draining in-flight activities (grace %.0fs)",
+                "worker polling task queue %s on %s%s",
+                settings.task_queue,
+                settings.temporal_address,
+                version,
+            )
+            await stop.wait()
+            health.state = WorkerState.DRAINING
+            log.info(
+                "shutting down: no new tasks, draining %d in-flight activities (grace %.0fs)",
+                health.in_flight_activities,
                 settings.worker_shutdown_grace_seconds,
             )
-    log.info("worker stopped")
+            reporter = asyncio.create_task(_report_drain(health))
+        # Leaving the block waited for the drain: every activity finished, or was cancelled at the grace.
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+            with suppress(asyncio.CancelledError):
+                await reporter
+    health.state = WorkerState.STOPPED
+    log.info("drained: %d activities finished in this process", health.activities_finished)
+
+
+async def _report_drain(health: WorkerHealth) -> None:
+    while True:
+        await asyncio.sleep(DRAIN_REPORT_EVERY.total_seconds())
+        log.info("still draining: %s", dict(health.in_flight) or "no activities in flight")

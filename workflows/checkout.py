@@ -47,10 +47,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as sa
 
 # Quick database calls run as local activities: no extra Temporal round trips on the buyer's path.
-LOCAL_CALL = {
-    "start_to_close_timeout": timedelta(seconds=10),
-    "schedule_to_close_timeout": timedelta(minutes=2),
-}
+LOCAL_ATTEMPT = timedelta(seconds=10)
+LOCAL_DEADLINE = timedelta(minutes=2)
 # Compensations and confirmation must eventually succeed: retry until they do.
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 INPUT_ERRORS = ["invalid_input", "unknown_sku"]
@@ -143,7 +141,8 @@ class CheckoutWorkflow:
                 OrderActivities.prepare_order,
                 PrepareOrderInput(request=request),
                 retry_policy=RetryPolicy(non_retryable_error_types=INPUT_ERRORS),
-                **LOCAL_CALL,  # type: ignore[arg-type]
+                start_to_close_timeout=LOCAL_ATTEMPT,
+                schedule_to_close_timeout=LOCAL_DEADLINE,
             )
         except (ActivityError, ApplicationError) as err:
             # A local activity's non-retryable failure can arrive unwrapped.
@@ -179,7 +178,8 @@ class CheckoutWorkflow:
                 ttl_seconds=prepared.hold_ttl_seconds,
             ),
             retry_policy=RetryPolicy(non_retryable_error_types=INPUT_ERRORS),
-            **LOCAL_CALL,  # type: ignore[arg-type]
+            start_to_close_timeout=LOCAL_ATTEMPT,
+            schedule_to_close_timeout=LOCAL_DEADLINE,
         )
 
     async def _pay(self, prepared: PreparedOrder) -> None:

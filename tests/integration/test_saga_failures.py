@@ -133,8 +133,8 @@ def _worker_process(settings, task_queue: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "invsaga", "worker"], env=env)
 
 
-async def _wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _wait_for(predicate, within: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + within
     while not await predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
