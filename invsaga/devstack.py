@@ -28,7 +28,6 @@ from store.databases import Databases, migrate_all
 from store.orders import Product, upsert_products
 from store.stock import StockStore
 
-
 DEMO_CATALOG = [
     (Product(sku="MUG-BLUE", name="Blue enamel mug", price=Decimal("12.50")), 100),
     (Product(sku="TSHIRT-L", name="Logo T-shirt, large", price=Decimal("25.00")), 50),
@@ -62,6 +61,7 @@ class DevStack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoints: dict[str, str] = {}
         self.env: dict[str, str] = {}
+        self.api_keys: dict[str, str] = {}
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -91,6 +91,12 @@ class DevStack:
             "INVSAGA_API_PORT": str(api_port),
             "INVSAGA_METRICS_PORT": str(preferred_port(9464)),
         }
+        if _has_api():
+            from api.auth import generate_dev_keys
+
+            dev_keys = generate_dev_keys(self.data_dir)  # reused across restarts, mode 0600
+            self.env["INVSAGA_API_KEYS"] = dev_keys.setting
+            self.api_keys = {scope.value: key for scope, key in dev_keys.keys.items()}
         settings = load_settings(**{k.removeprefix("INVSAGA_").lower(): v for k, v in self.env.items()})
         asyncio.run(self._prepare_databases(settings))
 
@@ -160,8 +166,10 @@ class DevStack:
         while not stop["signal"]:
             for name, child in self.children.items():
                 if child.poll() is not None:
-                    print(f"{name} exited with {child.returncode}; see {self.data_dir}/logs/{name}.log",
-                          file=sys.stderr)
+                    print(
+                        f"{name} exited with {child.returncode}; see {self.data_dir}/logs/{name}.log",
+                        file=sys.stderr,
+                    )
                     return 1
             time.sleep(0.5)
         return 0

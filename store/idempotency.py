@@ -133,4 +133,4 @@ async def purge_keys(core: AsyncEngine, *, older_than_seconds: float, limit: int
     """Forget up to ``limit`` keys first used more than ``older_than_seconds`` ago; returns how many."""
     async with unavailable_as(_LABEL), core.begin() as conn:
         result = await conn.execute(_PURGE, {"age": older_than_seconds, "limit": limit})
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from domain.errors import InventoryError
-from invsaga.cli import admin, dev, payments, saga
+from invsaga.cli import admin, api, dev, payments, saga
 from invsaga.cli.errors import exit_code_for
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ admin.mount(app)
 saga.mount(app)
 payments.mount(app)
 dev.mount(app)
+api.mount(app)
 
 
 def main() -> None:
@@ -41,6 +42,8 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("INVSAGA_DEBUG"):
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (set INVSAGA_DEBUG=1 for a traceback)",
-              file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (set INVSAGA_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
         sys.exit(70)

@@ -23,6 +23,8 @@ def dev(
         print("inventory-saga dev stack is up:")
         for name, url in stack.endpoints.items():
             print(f"  {name:<16} {url}")
+        for scope, key in stack.api_keys.items():
+            print(f"  {'api key ' + scope:<16} {key}")
         print(f"endpoints written to {stack.data_dir / 'stack.json'}; Ctrl-C stops everything")
         code = stack.wait()
     finally:

@@ -1,0 +1,164 @@
+"""Checkouts: start one (idempotent by key), follow it, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi.responses import Response
+
+from api.auth import Principal, Scope, requires
+from api.checkouts import cancel_checkout, checkout_state, start_checkout
+from api.deps import Deps
+from api.errors import Forbidden, IdempotencyKeyRequired, IdempotencyKeyReused, PayloadTooLarge, Unauthorized
+from api.idempotency import REPLAYED_HEADER, IdempotencyKey, as_response, fingerprint, json_answer, run_once
+from api.models import (
+    CancelAccepted,
+    CancelIn,
+    CheckoutAccepted,
+    CheckoutIn,
+    CheckoutState,
+    PathOrderCode,
+    checkout_path,
+)
+from api.problems import problem_responses
+from domain.errors import (
+    CancelRefused,
+    CheckoutNotFound,
+    InvalidInput,
+    OutOfStock,
+    ReservationClosed,
+    ShardUnavailable,
+)
+from store.idempotency import StoredResponse
+
+router = APIRouter(prefix="/v1/checkouts", tags=["checkouts"])
+
+Service = Annotated[Principal, Depends(requires(Scope.CHECKOUT))]
+PathOrderId = Annotated[
+    PathOrderCode, Path(description="The order id the checkout was started with.", examples=["ord-1001"])
+]
+_AUTH_ERRORS = (Unauthorized, Forbidden)
+
+
+def _example(summary: str, order_id: str, token: str, *lines: tuple[str, int]) -> dict[str, object]:
+    return {
+        "summary": summary,
+        "value": {
+            "order_id": order_id,
+            "customer_id": "cust-42",
+            "lines": [{"sku": sku, "quantity": quantity} for sku, quantity in lines],
+            "payment_token": token,
+        },
+    }
+
+
+# The dev stack's demo catalog has these SKUs, so each example works as is from /docs.
+CHECKOUT_EXAMPLES = {
+    "buy": _example("Two mugs and a T-shirt", "ord-1001", "tok_success", ("MUG-BLUE", 2), ("TSHIRT-L", 1)),
+    "slow": _example(
+        "A slow payment: time to follow or cancel it", "ord-1002", "tok_slow_5000", ("MUG-BLUE", 1)
+    ),
+    "declined": _example(
+        "A declined card: released, nothing charged", "ord-1003", "tok_decline", ("MUG-BLUE", 1)
+    ),
+    "sold_out": _example("More laptops than there are: 409", "ord-1004", "tok_success", ("LAPTOP-PRO", 500)),
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Start a checkout",
+    response_model=CheckoutAccepted,
+    responses={
+        202: {
+            "headers": {
+                "Location": {"description": "Where to follow the checkout", "schema": {"type": "string"}},
+                REPLAYED_HEADER: {
+                    "description": "`true` when this answer is replayed for a repeated Idempotency-Key",
+                    "schema": {"type": "string"},
+                },
+            }
+        },
+        **problem_responses(
+            IdempotencyKeyRequired,
+            *_AUTH_ERRORS,
+            OutOfStock,
+            ReservationClosed,
+            PayloadTooLarge,
+            InvalidInput,
+            IdempotencyKeyReused,
+            ShardUnavailable,
+        ),
+    },
+)
+async def post_checkout(
+    request: Request,
+    body: Annotated[CheckoutIn, Body(openapi_examples=CHECKOUT_EXAMPLES)],
+    key: IdempotencyKey,
+    principal: Service,
+    deps: Deps,
+) -> Response:
+    """Reserve the stock and answer with the decision; payment and confirmation go on in the background.
+
+    - **202**: the stock is held. Follow the checkout at `Location` (`links.self`) until it is terminal.
+    - **409** `out-of-stock`: nothing was held; `shortages` names the short lines.
+    - **422** `invalid-input`: the request (or the catalog) rules it out; if the body itself was invalid,
+      nothing was started.
+
+    Send a unique `Idempotency-Key` with each new checkout and reuse it on retries: the same key with the
+    same body answers the same, the same key with another body is refused. An order id has one checkout
+    ever, whatever the key.
+    """
+    checkout = body.to_domain()
+
+    async def start() -> StoredResponse:
+        return json_answer(202, await start_checkout(deps.checkouts, checkout))
+
+    answer, replayed = await run_once(
+        deps.databases.core,
+        principal,
+        key,
+        fingerprint("POST /v1/checkouts", body),
+        request.url.path,
+        start,
+    )
+    location = {"Location": checkout_path(checkout.order_id)} if answer.status == 202 else None
+    return as_response(answer, replayed=replayed, headers=location)
+
+
+@router.get(
+    "/{order_id}",
+    summary="Follow a checkout",
+    response_model=CheckoutState,
+    responses=problem_responses(InvalidInput, *_AUTH_ERRORS, CheckoutNotFound, ShardUnavailable),
+)
+async def get_checkout(order_id: PathOrderId, deps: Deps, _: Service) -> CheckoutState:
+    """The live status while the checkout runs; once `terminal`, its final result."""
+    return await checkout_state(deps.checkouts, order_id)
+
+
+@router.post(
+    "/{order_id}/cancel",
+    status_code=202,
+    summary="Cancel a checkout",
+    response_model=CancelAccepted,
+    responses=problem_responses(
+        InvalidInput, *_AUTH_ERRORS, CheckoutNotFound, CancelRefused, PayloadTooLarge, ShardUnavailable
+    ),
+)
+async def post_cancel(
+    order_id: PathOrderId,
+    deps: Deps,
+    _: Service,
+    body: Annotated[
+        CancelIn | None, Body(openapi_examples={"reason": {"value": {"reason": "buyer changed their mind"}}})
+    ] = None,
+) -> CancelAccepted:
+    """Ask the checkout to stop: it releases its stock and refunds any charge, then ends CANCELLED.
+
+    **409** `too-late-to-cancel` once it is confirming or over. Cancelling twice is harmless.
+    """
+    reason = (body or CancelIn()).reason
+    return await cancel_checkout(deps.checkouts, order_id, reason)
