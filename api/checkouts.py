@@ -46,6 +46,7 @@ def answer_for(view: ReservationView) -> CheckoutAccepted:
             view.detail or "not enough stock",
             order_id=view.order_id,
             shortages=[shortage.model_dump() for shortage in view.shortages],
+            fast_path=view.fast_path,
         )
     if view.reason is RejectReason.INVALID:
         raise InvalidInput(view.detail or "the checkout is not valid", order_id=view.order_id)

@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "hot_row": ([], ["--seconds", "1", "--callers", "4,16"]),
     "spread": ([], ["--skus", "2000", "--callers", "8", "--seconds", "1"]),
     "saga": ([], ["--checkouts", "8", "--concurrency", "4", "--rounds", "1"]),
+    "flash_sale": ([], ["--buyers", "150", "--units", "20", "--connections", "16"]),
     "size": ([], ["--skus", "20000", "--shards", "2", "--reads", "200"]),
     "bulk_import": ([], ["--rows", "20000", "--shards", "2"]),
 }

@@ -1,0 +1,243 @@
+"""B4, flash sale: 20,000 buyers through the HTTP API for 1,000 units of one SKU, some of whose
+payments are declined, against the floor: 1,000 buyers for 1,000 units of another SKU, through the same
+stack in the same run.
+
+Reports the time to sell out, workflows started, rejections per second and their p99 latency, and
+oversold and stranded units from the audit once every workflow has ended.
+
+    .venv/bin/python -m bench.flash_sale [--buyers 20000] [--units 1000] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import LoadResult, plot, write_result
+from domain.checkout import CheckoutStatus
+from invsaga.checkout_client import CheckoutClient
+from invsaga.local.ports import free_port, wait_for_port
+from invsaga.local.postgres import start_fleet
+from invsaga.local.temporal import start_dev_server
+from invsaga.settings import Settings, load_settings
+from invsaga.temporal import connect
+from store.audit import audit
+from store.databases import Databases, migrate_all
+from store.orders import Product, upsert_products
+from store.stock import StockStore
+
+FLASH, FLOOR = "FLASH-1", "FLOOR-1"
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "invsaga", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _seed(settings: Settings, units: int) -> None:
+    await migrate_all(settings)
+    databases = await Databases.open(settings)
+    try:
+        await upsert_products(
+            databases.core, [Product(sku=s, name=s, price=Decimal("19.99")) for s in (FLASH, FLOOR)]
+        )
+        store = StockStore(databases)
+        for sku in (FLASH, FLOOR):
+            await store.receive(sku, "main", units, idempotency_key=f"bench-flash-{sku}")
+    finally:
+        await databases.close()
+
+
+async def _buyers(
+    api: str, key: str, sku: str, count: int, connections: int, decline_share: float
+) -> tuple[list[dict[str, Any]], float]:
+    """``count`` buyers, ``connections`` at a time; returns one record per buyer and the seconds taken."""
+    rng = random.Random(4)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    gate = asyncio.Semaphore(connections)
+    records: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=120) as http:
+
+        async def buy(n: int) -> None:
+            order_id = f"{sku.lower()}-{uuid.uuid4().hex[:14]}"
+            token = "tok_decline" if rng.random() < decline_share else "tok_success"
+            body = {
+                "order_id": order_id, "customer_id": f"buyer-{n}", "payment_token": token,
+                "lines": [{"sku": sku, "quantity": 1}],
+            }  # fmt: skip
+            headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": order_id}
+            async with gate:
+                started = time.perf_counter()
+                response = await http.post("/v1/checkouts", json=body, headers=headers)
+                elapsed_ms = (time.perf_counter() - started) * 1000
+            payload = response.json()
+            records.append({
+                "order_id": order_id, "status": response.status_code, "ms": elapsed_ms,
+                "at": time.perf_counter(), "fast_path": bool(payload.get("fast_path")),
+            })  # fmt: skip
+
+        started = time.perf_counter()
+        await asyncio.gather(*(buy(n) for n in range(count)))
+        return records, time.perf_counter() - started
+
+
+async def _settled(
+    store: StockStore, sku: str, started: float, accepted: list[str], client: CheckoutClient
+) -> tuple[float, int, int]:
+    """Seconds from ``started`` until every accepted checkout has ended; units confirmed and left."""
+    results = await asyncio.gather(*(client.result(order_id) for order_id in accepted))
+    seconds = time.perf_counter() - started
+    [level] = await store.get(sku)
+    return seconds, sum(r.status is CheckoutStatus.CONFIRMED for r in results), level.on_hand
+
+
+async def _run(settings: Settings, api: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
+    temporal = await connect(settings)
+    client = CheckoutClient(temporal, task_queue=settings.task_queue)
+    databases = await Databases.open(settings)
+    store = StockStore(databases)
+    try:
+        floor_started = time.perf_counter()
+        floor, _ = await _buyers(api, key, FLOOR, args.units, args.connections, 0.0)
+        floor_accepted = [r["order_id"] for r in floor if r["status"] == 202]
+        floor_seconds, _, _ = await _settled(store, FLOOR, floor_started, floor_accepted, client)
+
+        flash_started = time.perf_counter()
+        flash, send_seconds = await _buyers(
+            api, key, FLASH, args.buyers, args.connections, args.decline_share
+        )
+        accepted = [r["order_id"] for r in flash if r["status"] == 202]
+        flash_seconds, confirmed, unsold = await _settled(store, FLASH, flash_started, accepted, client)
+        workflows = (await temporal.count_workflows(f"CheckoutSkus = '{FLASH}'")).count
+        report = await audit(databases)
+    finally:
+        await databases.close()
+
+    rejections = [r for r in flash if r["status"] == 409]
+    fast = [r for r in rejections if r["fast_path"]]
+    rejected_load = LoadResult(
+        callers=args.connections, seconds=0.0, latencies_ms=[r["ms"] for r in rejections]
+    )
+    span = (
+        (max(r["at"] for r in rejections) - min(r["at"] for r in rejections)) if len(rejections) > 1 else 0.0
+    )
+    statuses = sorted({r["status"] for r in flash})
+    oversold = max(0, confirmed - args.units) + sum(
+        v.numbers.get("reserved", 0) - v.numbers.get("on_hand", 0)
+        for v in report.violations
+        if v.invariant == 1
+    )
+    stranded = sum(s.units_reserved for s in report.shards)
+    rate = len(rejections) / span if span else 0.0
+    payload = {
+        "benchmark": "B4 flash sale",
+        "buyers": args.buyers,
+        "units": args.units,
+        "connections": args.connections,
+        "decline_share": args.decline_share,
+        "answers": {str(s): sum(r["status"] == s for r in flash) for s in statuses},
+        "floor_seconds_for_1000_checkouts": round(floor_seconds, 2),
+        "sell_out_seconds": round(flash_seconds, 2),
+        "units_confirmed": confirmed,
+        "units_left_unsold": unsold,
+        "sell_out_to_floor_ratio": round(flash_seconds / floor_seconds, 2),
+        "seconds_to_answer_every_buyer": round(send_seconds, 2),
+        "workflows_started": workflows,
+        "buyers_answered_without_a_workflow": len(fast),
+        "workflows_expected": args.buyers - len(fast),
+        "rejections": len(rejections),
+        "rejections_per_second": round(rate, 1),
+        "rejection_p50_ms": round(rejected_load.percentile(50), 2),
+        "rejection_p99_ms": round(rejected_load.percentile(99), 2),
+        "oversold_units": oversold,
+        "stranded_units": stranded,
+        "audit_clean": report.clean,
+    }
+    payload["targets"] = {
+        "oversold": 0, "stranded": 0, "rejections_per_second_min": 5000,
+        "no_workflow_for_fast_path_rejections": workflows == args.buyers - len(fast),
+        "sell_out_to_floor_max": 1.2,
+        "met": (
+            oversold == 0 and stranded == 0 and rate >= 5000 and workflows == args.buyers - len(fast)
+            and flash_seconds / floor_seconds <= 1.2
+        ),
+    }  # fmt: skip
+    return payload
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--buyers", type=int, default=20_000)
+    parser.add_argument("--units", type=int, default=1_000)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--decline-share", type=float, default=0.05)
+    args = parser.parse_args(argv)
+
+    from api.auth import generate_dev_keys
+
+    children: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="invsaga-b4-") as scratch:
+        fleet = start_fleet(2, fsync=True)
+        temporal = start_dev_server(db_file=Path(scratch) / "temporal.sqlite", ui=False)
+        try:
+            assert fleet.core is not None
+            keys = generate_dev_keys(Path(scratch))
+            payments_port, api_port = free_port(), free_port()
+            env = {
+                "INVSAGA_SHARD_DSNS": ",".join(fleet.shard_dsns),
+                "INVSAGA_CORE_DSN": fleet.core_dsn,
+                "INVSAGA_PAYMENT_DSN": fleet.core.create_database("payments"),
+                "INVSAGA_PAYMENT_URL": f"http://127.0.0.1:{payments_port}",
+                "INVSAGA_TEMPORAL_ADDRESS": temporal.address,
+                "INVSAGA_API_PORT": str(api_port),
+                "INVSAGA_API_KEYS": keys.setting,
+                "INVSAGA_POOL_SIZE": "20",
+            }
+            settings = load_settings(**{k.removeprefix("INVSAGA_").lower(): v for k, v in env.items()})
+            asyncio.run(_seed(settings, args.units))
+            children.append(_spawn(["payments", "serve", "--port", str(payments_port)], env))
+            children.append(_spawn(["worker"], env))
+            children.append(_spawn(["api"], env))
+            wait_for_port(payments_port)
+            wait_for_port(api_port, timeout=60)
+            key = next(k for scope, k in keys.keys.items() if scope.value == "checkout")
+            payload = asyncio.run(_run(settings, f"http://127.0.0.1:{api_port}", key, args))
+        finally:
+            for child in children:
+                child.terminate()
+            for child in children:
+                child.wait(timeout=60)
+            temporal.stop()
+            fleet.stop()
+    write_result("b4_flash_sale", payload)
+    plot(
+        "b4_flash_sale",
+        f"B4: {args.buyers:,} buyers for {args.units:,} units through the HTTP API",
+        {
+            "seconds to sell out": ([1], [payload["sell_out_seconds"]]),
+            "floor: 1,000 checkouts": ([1], [payload["floor_seconds_for_1000_checkouts"]]),
+        },
+        "",
+        "seconds",
+    )
+    return payload
+
+
+if __name__ == "__main__":
+    main()
