@@ -152,7 +152,8 @@ async def _run(settings: Settings, api: str, key: str, args: argparse.Namespace)
         "connections": args.connections,
         "decline_share": args.decline_share,
         "answers": {str(s): sum(r["status"] == s for r in flash) for s in statuses},
-        "floor_seconds_for_1000_checkouts": round(floor_seconds, 2),
+        "floor_checkouts": args.units,
+        "floor_seconds": round(floor_seconds, 2),
         "sell_out_seconds": round(flash_seconds, 2),
         "units_confirmed": confirmed,
         "units_left_unsold": unsold,
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"B4: {args.buyers:,} buyers for {args.units:,} units through the HTTP API",
         {
             "seconds to sell out": ([1], [payload["sell_out_seconds"]]),
-            "floor: 1,000 checkouts": ([1], [payload["floor_seconds_for_1000_checkouts"]]),
+            f"floor: {args.units:,} checkouts alone": ([1], [payload["floor_seconds"]]),
         },
         "",
         "seconds",
