@@ -37,8 +37,9 @@ class ApiDeps:
         try:
             await sold_out.start()
             client = await connect(settings)
-            checkouts = CheckoutClient(client, task_queue=settings.task_queue, sold_out=sold_out)
-            yield cls(databases=databases, store=StockStore(databases), checkouts=checkouts)
+            store = StockStore(databases)
+            checkouts = CheckoutClient(client, task_queue=settings.task_queue, sold_out=sold_out, stock=store)
+            yield cls(databases=databases, store=store, checkouts=checkouts)
         finally:
             await sold_out.close()
             await databases.close()

@@ -84,7 +84,14 @@ async def _buyers(
             headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": order_id}
             async with gate:
                 started = time.perf_counter()
-                response = await http.post("/v1/checkouts", json=body, headers=headers)
+                for attempt in range(3):
+                    try:
+                        response = await http.post("/v1/checkouts", json=body, headers=headers)
+                        break
+                    except httpx.TransportError:
+                        # A kept-alive connection closed under us; the Idempotency-Key makes a retry safe.
+                        if attempt == 2:
+                            raise
                 elapsed_ms = (time.perf_counter() - started) * 1000
             payload = response.json()
             records.append({

@@ -42,17 +42,25 @@ from domain.stock import Shortage
 from invsaga.settings import Settings
 from invsaga.temporal import connect
 from store.sold_out import SoldOutHint
+from store.stock import StockStore
 from workflows import search_attributes as sa
 from workflows.checkout import CheckoutWorkflow
 
 
 class CheckoutClient:
     def __init__(
-        self, client: Client, *, task_queue: str = TASK_QUEUE, sold_out: SoldOutHint | None = None
+        self,
+        client: Client,
+        *,
+        task_queue: str = TASK_QUEUE,
+        sold_out: SoldOutHint | None = None,
+        stock: StockStore | None = None,
     ) -> None:
         self.client = client
         self.task_queue = task_queue
         self.sold_out = sold_out
+        #: With the hint, a plain MVCC read of availability (no row lock) screens buyers first.
+        self.stock = stock
 
     @classmethod
     async def connect(cls, settings: Settings) -> CheckoutClient:
@@ -83,8 +91,15 @@ class CheckoutClient:
         if hint is not None:
             gone = [line for line in request.lines if hint.sold_out(line.sku, line.location)]
             if gone:
-                return _sold_out_view(request, gone)
+                return _sold_out_view(request, [_nothing_left(line) for line in gone])
             tokens = {line.sku: hint.token(line.sku) for line in request.lines}
+            if self.stock is not None:
+                short = await self._short_lines(request)
+                if short:
+                    for shortage in short:
+                        if shortage.available == 0:
+                            hint.mark_sold_out(shortage.sku, shortage.location, tokens[shortage.sku])
+                    return _sold_out_view(request, short)
         try:
             view: ReservationView = await self.client.execute_update_with_start_workflow(
                 CheckoutWorkflow.reservation, start_workflow_operation=self._start_operation(request)
@@ -101,10 +116,27 @@ class CheckoutClient:
                 shortages=result.shortages,
             )
         if hint is not None:
-            for short in view.shortages:
-                if short.available == 0 and short.sku in tokens:
-                    hint.mark_sold_out(short.sku, short.location, tokens[short.sku])
+            for shortage in view.shortages:
+                if shortage.available == 0 and shortage.sku in tokens:
+                    hint.mark_sold_out(shortage.sku, shortage.location, tokens[shortage.sku])
         return view
+
+    async def _short_lines(self, request: CheckoutRequest) -> list[Shortage]:
+        """Lines the database says it cannot fill right now, read without taking any lock.
+
+        Only a shortage decides here; a line that looks available still goes through the saga, whose
+        reservation is the one that counts.
+        """
+        assert self.stock is not None
+        levels = await self.stock.get_many([line.sku for line in request.lines])
+        available = {
+            (level.sku, level.location): level.available for rows in levels.values() for level in rows
+        }
+        return [
+            Shortage(sku=line.sku, location=line.location, requested=line.quantity, available=free)
+            for line in request.lines
+            if (free := available.get((line.sku, line.location))) is not None and free < line.quantity
+        ]
 
     async def start_without_waiting(self, request: CheckoutRequest) -> str:
         _check(request)
@@ -165,17 +197,18 @@ class CheckoutClient:
             raise _not_found(order_id, err) from err
 
 
-def _sold_out_view(request: CheckoutRequest, gone: list[CheckoutLine]) -> ReservationView:
+def _nothing_left(line: CheckoutLine) -> Shortage:
+    return Shortage(sku=line.sku, location=line.location, requested=line.quantity, available=0)
+
+
+def _sold_out_view(request: CheckoutRequest, shortages: list[Shortage]) -> ReservationView:
     return ReservationView(
         order_id=request.order_id,
         status=CheckoutStatus.REJECTED,
         held=False,
         reason=RejectReason.OUT_OF_STOCK,
-        detail="sold out",
-        shortages=[
-            Shortage(sku=line.sku, location=line.location, requested=line.quantity, available=0)
-            for line in gone
-        ],
+        detail="sold out" if all(s.available == 0 for s in shortages) else "not enough stock",
+        shortages=shortages,
         fast_path=True,
     )
 

@@ -218,6 +218,10 @@ _LEVELS = text(
     " WHERE sku = ANY (:skus) ORDER BY sku, location"
 ).bindparams(bindparam("skus", type_=ARRAY(Text)))
 
+_SKU_LEVELS = text(
+    "SELECT sku, location, on_hand, reserved, version FROM stock_levels WHERE sku = :sku ORDER BY location"
+)
+
 _LEVEL = text(
     "SELECT sku, location, on_hand, reserved, version FROM stock_levels"
     " WHERE sku = :sku AND location = :location"
@@ -438,7 +442,10 @@ class StockStore:
     # --- reads -------------------------------------------------------------------------------
 
     async def get(self, sku: str) -> list[StockLevel]:
-        levels = (await self.get_many([sku])).get(sku)
+        """Every location of one SKU: one indexed query on its shard, the point-read hot path."""
+        shard = self.router.shard_of(sku)
+        async with unavailable_as(shard_label(shard)), self._engine(shard).connect() as conn:
+            levels = [_level(r) for r in (await conn.execute(_SKU_LEVELS, {"sku": sku})).all()]
         if not levels:
             raise UnknownSku(f"unknown sku {sku!r}: no stock row on any location", sku=sku)
         return levels
