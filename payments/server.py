@@ -1,98 +1,28 @@
-"""Run the sandbox provider with uvicorn on a background thread, for the tests and the dev stack.
+"""Run the sandbox provider with uvicorn on a background thread, for the tests and the benchmarks.
 
-The listening socket is bound before the thread starts, so the port is known at once and never raced
-for, and the database is checked first, so a bad DSN fails ``start()`` with the real reason.
+The database is checked before serving, so a bad DSN fails ``start()`` with the real reason.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 
-import uvicorn
-
+from invsaga.local.asgi_thread import ThreadedAsgiServer
 from payments.sandbox import check_database, create_app, database_url
 
 
-class SandboxServer:
+class SandboxServer(ThreadedAsgiServer):
     """One sandbox on ``host:port`` (port 0 picks a free one); use as a context manager, sync or async."""
 
     def __init__(
         self, dsn: str, *, host: str = "127.0.0.1", port: int = 0, shutdown_grace_seconds: int = 2
     ) -> None:
-        self._db_url = database_url(dsn)
-        self._app = create_app(dsn)
-        self.host = host
-        self.port = port
-        self._grace = shutdown_grace_seconds
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        if self._thread is not None:
-            raise RuntimeError("the sandbox is already running")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        # log_config=None: leave the host process's logging alone.
-        config = uvicorn.Config(
-            self._app,
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=self._grace,
+        db_url = database_url(dsn)
+        super().__init__(
+            create_app(dsn),
+            name="payment sandbox",
+            host=host,
+            port=port,
+            grace_seconds=shutdown_grace_seconds,
+            before_serve=lambda: asyncio.run(check_database(db_url)),
         )
-        server = self._server = uvicorn.Server(config)
-        self._error = None
-
-        def serve() -> None:
-            try:
-                asyncio.run(check_database(self._db_url))
-                server.run(sockets=[sock])
-            except BaseException as exc:  # uvicorn reports a failed start-up as SystemExit
-                self._error = exc
-            finally:
-                sock.close()
-
-        self._thread = threading.Thread(target=serve, name=f"payment-sandbox-{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                if isinstance(self._error, Exception):
-                    raise self._error
-                raise RuntimeError(f"the payment sandbox at {self.url} did not start") from self._error
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(self._grace + 5)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> SandboxServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> SandboxServer:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.to_thread(self.stop)

@@ -8,8 +8,6 @@ http_fixture``); each module gets its own server and worker on a fresh task queu
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,12 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
 from api.auth import Scope, key_entry, new_key
 from domain.checkout import CheckoutStatus
+from invsaga.local.asgi_thread import ThreadedAsgiServer
 from invsaga.settings import Settings
 from store.databases import Databases
 from store.orders import Product, upsert_products
@@ -55,57 +53,9 @@ CHECKOUT = bearer(CHECKOUT_KEY)
 ADMIN = bearer(ADMIN_KEY)
 
 
-class ApiServer:
+def ApiServer(app: FastAPI) -> ThreadedAsgiServer:
     """Serve ``app`` with uvicorn on a thread (its own event loop), on a port bound before it starts."""
-
-    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1") -> None:
-        self.app = app
-        self.host = host
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=5
-        )
-        server = self._server = uvicorn.Server(config)
-
-        def serve() -> None:
-            try:
-                server.run(sockets=[sock])
-            except BaseException as exc:  # a failed start-up surfaces as SystemExit
-                self._error = exc
-            finally:
-                sock.close()
-
-        self._thread = threading.Thread(target=serve, name=f"api-{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the API at {self.url} did not start") from self._error
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(15)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(5)
-        self._server = self._thread = None
+    return ThreadedAsgiServer(app, name="API")
 
 
 @dataclass
@@ -130,13 +80,9 @@ async def api_fixture(saga_settings, temporal_client, databases) -> AsyncIterato
     async with (
         WorkerDeps.open(settings) as deps,
         build_worker(temporal_client, settings, deps, task_queue=settings.task_queue),
+        ThreadedAsgiServer(create_app(settings), name="API") as server,
     ):
-        server = ApiServer(create_app(settings))
-        await asyncio.to_thread(server.start)
-        try:
-            yield ApiStack(url=server.url, settings=settings, temporal=temporal_client)
-        finally:
-            await asyncio.to_thread(server.stop)
+        yield ApiStack(url=server.url, settings=settings, temporal=temporal_client)
 
 
 @pytest.fixture(name="http")
