@@ -20,6 +20,7 @@ from domain.errors import (
     BelowReserved,
     InvalidInput,
     ReservationClosed,
+    ShardUnavailable,
     UnknownSku,
     VersionConflict,
 )
@@ -49,17 +50,28 @@ _RESERVE = text(
 # Locks the stock rows an order holds, plus the rows named by the caller (a reserve of the same
 # order may still be in flight there), in key order.
 _LOCK_ORDER_ROWS = text(
-    "SELECT 1 FROM stock_levels s WHERE (s.sku, s.location) IN ("
+    "SELECT s.sku, s.location FROM stock_levels s WHERE (s.sku, s.location) IN ("
     "  SELECT r.sku, r.location FROM reservations r WHERE r.order_id = :order_id AND r.state = 'held'"
     "  UNION SELECT u.s, u.l FROM unnest(:skus, :locations) AS u(s, l))"
     " ORDER BY s.sku, s.location FOR UPDATE"
 ).bindparams(bindparam("skus", type_=ARRAY(Text)), bindparam("locations", type_=ARRAY(Text)))
 
+# Holds of the order on stock rows this transaction did not lock: a reserve landed in between.
+_HELD_UNLOCKED = text("SELECT count(*) FROM reservations WHERE order_id = :order_id AND state = 'held'")
+
+_LOCKED_ONLY = (
+    " AND (sku, location) IN (SELECT u.s, u.l FROM unnest(:locked_skus, :locked_locations) AS u(s, l))"
+)
+_LOCKED_PARAMS = (
+    bindparam("locked_skus", type_=ARRAY(Text)),
+    bindparam("locked_locations", type_=ARRAY(Text)),
+)
+
 _RELEASE = text(
     """
     WITH moved AS (
         UPDATE reservations SET state = 'released', updated_at = now()
-         WHERE order_id = :order_id AND state = 'held'
+         WHERE order_id = :order_id AND state = 'held' LOCKED_ONLY
         RETURNING sku, location, quantity
     ), fence AS (
         -- Releasing before the reserve landed leaves released rows behind, so a late reserve of
@@ -81,18 +93,19 @@ _RELEASE = text(
           FROM moved
     )
     SELECT count(*) FROM moved
-    """
+    """.replace("LOCKED_ONLY", _LOCKED_ONLY)
 ).bindparams(
     bindparam("skus", type_=ARRAY(Text)),
     bindparam("locations", type_=ARRAY(Text)),
     bindparam("quantities", type_=ARRAY(Integer)),
+    *_LOCKED_PARAMS,
 )
 
 _COMMIT = text(
     """
     WITH moved AS (
         UPDATE reservations SET state = 'committed', updated_at = now()
-         WHERE order_id = :order_id AND state = 'held'
+         WHERE order_id = :order_id AND state = 'held' LOCKED_ONLY
         RETURNING sku, location, quantity
     ), stock AS (
         UPDATE stock_levels s
@@ -108,8 +121,8 @@ _COMMIT = text(
           FROM moved
     )
     SELECT count(*) FROM moved
-    """
-)
+    """.replace("LOCKED_ONLY", _LOCKED_ONLY)
+).bindparams(*_LOCKED_PARAMS)
 
 _ORDER_STATE = text(
     "SELECT CASE WHEN bool_or(state = 'held') THEN 'held'"
@@ -227,6 +240,9 @@ _LEVEL = text(
     " WHERE sku = :sku AND location = :location"
 )
 
+#: Attempts to move an order's holds while a reserve of the same order keeps landing.
+_MOVE_ATTEMPTS = 5
+
 _MOVEMENT_EXISTS = text("SELECT 1 FROM stock_movements WHERE idempotency_key = :key")
 
 
@@ -325,23 +341,15 @@ class StockStore:
             "locations": [ln.location for ln in lines],
             "quantities": [ln.quantity for ln in lines],
         }
-        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
-            await conn.execute(_LOCK_ORDER_ROWS, params)
-            moved = await conn.scalar(_RELEASE, params)
-            state = await conn.scalar(_ORDER_STATE, {"order_id": order_id})
+        moved, state = await self._move_holds(shard, _RELEASE, params)
         return TransitionOutcome(
-            order_id=order_id,
-            moved_lines=int(moved or 0),
-            state=HoldState(state) if state else None,
+            order_id=order_id, moved_lines=moved, state=HoldState(state) if state else None
         )
 
     async def commit(self, shard: int, order_id: str) -> TransitionOutcome:
         """Turn the order's holds into a sale. Replays are no-ops; a lost hold is an error."""
         params = {"order_id": order_id, "skus": [], "locations": []}
-        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
-            await conn.execute(_LOCK_ORDER_ROWS, params)
-            moved = await conn.scalar(_COMMIT, {"order_id": order_id})
-            state = await conn.scalar(_ORDER_STATE, {"order_id": order_id})
+        moved, state = await self._move_holds(shard, _COMMIT, params)
         if state != HoldState.COMMITTED:
             raise ReservationClosed(
                 f"order {order_id} has no hold to commit on shard {shard} (state: {state or 'none'})",
@@ -349,7 +357,34 @@ class StockStore:
                 shard=shard,
                 state=state,
             )
-        return TransitionOutcome(order_id=order_id, moved_lines=int(moved or 0), state=HoldState.COMMITTED)
+        return TransitionOutcome(order_id=order_id, moved_lines=moved, state=HoldState.COMMITTED)
+
+    async def _move_holds(self, shard: int, statement: Any, params: dict[str, Any]) -> tuple[int, str | None]:
+        """Lock the order's stock rows in key order, then move its holds on exactly those rows.
+
+        A reserve of the same order can commit between the two steps, on rows not yet locked; taking
+        those locks now would break the global lock order, so the transaction rolls back and retries.
+        """
+        for _ in range(_MOVE_ATTEMPTS):
+            async with unavailable_as(shard_label(shard)), self._engine(shard).connect() as conn:
+                transaction = await conn.begin()
+                locked = (await conn.execute(_LOCK_ORDER_ROWS, params)).all()
+                scoped = {
+                    **params,
+                    "locked_skus": [row.sku for row in locked],
+                    "locked_locations": [row.location for row in locked],
+                }
+                moved = int(await conn.scalar(statement, scoped) or 0)
+                if await conn.scalar(_HELD_UNLOCKED, {"order_id": params["order_id"]}):
+                    await transaction.rollback()
+                    continue
+                state = await conn.scalar(_ORDER_STATE, {"order_id": params["order_id"]})
+                await transaction.commit()
+                return moved, state
+        raise ShardUnavailable(
+            f"order {params['order_id']} kept gaining holds on shard {shard} while being moved",
+            database=shard_label(shard),
+        )
 
     async def expire(self, shard: int, *, limit: int = 500) -> int:
         """Expire one small batch of holds past their TTL; returns how many lines moved."""
