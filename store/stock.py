@@ -34,6 +34,7 @@ from domain.stock import (
     TransitionOutcome,
 )
 from store.databases import Databases, shard_label, unavailable_as
+from store.stock_csv import MAX_QUANTITY
 
 _RESERVE = text(
     "SELECT o_req, o_sku, o_location, o_requested, o_available, o_state, o_replayed "
@@ -256,9 +257,11 @@ def _level(row: Any) -> StockLevel:
     )
 
 
-def _check_quantity(quantity: int, *, allow_zero: bool) -> None:
-    if quantity < 0 or (quantity == 0 and not allow_zero):
-        raise InvalidInput(f"quantity must be {'>= 0' if allow_zero else '> 0'}, got {quantity}")
+def check_quantity(quantity: int, *, minimum: int) -> int:
+    """Refuse a quantity outside ``minimum``..bigint before it reaches SQL (and overflows there)."""
+    if not minimum <= quantity <= MAX_QUANTITY:
+        raise InvalidInput(f"quantity must be from {minimum} to {MAX_QUANTITY}, got {quantity}")
+    return quantity
 
 
 class StockStore:
@@ -423,7 +426,7 @@ class StockStore:
         reference: str = "receipt",
     ) -> StockLevel:
         """Add received units. The same key twice adds them once."""
-        _check_quantity(quantity, allow_zero=False)
+        check_quantity(quantity, minimum=1)
         shard = self.router.shard_of(sku)
         async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
             row = (
@@ -453,7 +456,7 @@ class StockStore:
         reference: str = "adjustment",
     ) -> StockLevel:
         """Set on_hand if the row is still at ``expected_version`` (0: the row must not exist)."""
-        _check_quantity(quantity, allow_zero=True)
+        check_quantity(quantity, minimum=0)
         shard = self.router.shard_of(sku)
         params = {
             "sku": sku,

@@ -24,8 +24,8 @@ from invsaga.settings import load_settings
 from store.audit import AuditReport, audit
 from store.bulk_import import ImportResult, import_stock
 from store.databases import Databases, migrate_all, shard_label
-from store.stock import StockStore
-from store.stock_csv import LOCATION_RULE, MAX_QUANTITY, SKU_RULE
+from store.stock import StockStore, check_quantity
+from store.stock_csv import LOCATION_RULE, SKU_RULE
 
 # A negative QTY such as "-5" must reach our validation instead of being parsed as an unknown option.
 _QUANTITY_ARGS = {"ignore_unknown_options": True}
@@ -53,12 +53,6 @@ async def _opened_databases() -> AsyncIterator[Databases]:
         yield databases
     finally:
         await databases.close()
-
-
-def _require_quantity(quantity: int, *, minimum: int) -> int:
-    if not minimum <= quantity <= MAX_QUANTITY:
-        raise errors.InvalidInput(f"quantity must be from {minimum} to {MAX_QUANTITY}, got {quantity}")
-    return quantity
 
 
 def _print_json(payload: Any) -> None:
@@ -124,7 +118,7 @@ def get_command(sku: str = SkuArgument, as_json: bool = JsonOption) -> None:
 async def _set(sku: str, quantity: int, location: str, expected_version: int | None) -> StockLevel:
     SKU_RULE.require(sku)
     LOCATION_RULE.require(location)
-    _require_quantity(quantity, minimum=0)
+    check_quantity(quantity, minimum=0)
     async with _opened_databases() as databases:
         store = StockStore(databases)
         if expected_version is None:
@@ -160,7 +154,7 @@ def set_command(
 async def _receive(sku: str, quantity: int, location: str, key: str) -> StockLevel:
     SKU_RULE.require(sku)
     LOCATION_RULE.require(location)
-    _require_quantity(quantity, minimum=1)
+    check_quantity(quantity, minimum=1)
     async with _opened_databases() as databases:
         return await StockStore(databases).receive(
             sku, location, quantity, idempotency_key=key, reference="cli stock receive"

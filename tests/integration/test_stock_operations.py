@@ -141,6 +141,8 @@ async def test_bad_input_changes_nothing(store, databases):
         await store.receive(sku, "main", -3, idempotency_key="neg")
     with pytest.raises(InvalidInput):
         await store.receive(sku, "main", 0, idempotency_key="zero")
+    with pytest.raises(InvalidInput, match="quantity must be from 1"):
+        await store.receive(sku, "main", 2**63, idempotency_key="past-bigint")
     with pytest.raises(UnknownSku):
         await store.get("NOPE-does-not-exist")
     with pytest.raises(UnknownSku):
