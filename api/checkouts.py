@@ -13,7 +13,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.models import CancelAccepted, CheckoutAccepted, CheckoutLinks, CheckoutState
 from domain.checkout import CheckoutRequest, RejectReason, ReservationView
-from domain.errors import CheckoutNotFound, InvalidInput, OutOfStock, ReservationClosed, ShardUnavailable
+from domain.errors import (
+    CheckoutNotFound,
+    InvalidInput,
+    InventoryError,
+    OutOfStock,
+    ReservationClosed,
+    ShardUnavailable,
+)
 from invsaga.checkout_client import CheckoutClient
 from workflows import search_attributes as sa
 
@@ -41,18 +48,23 @@ def answer_for(view: ReservationView) -> CheckoutAccepted:
         return CheckoutAccepted(
             order_id=view.order_id, status=view.status, held=True, links=CheckoutLinks.of(view.order_id)
         )
+    raise refusal_for(view)
+
+
+def refusal_for(view: ReservationView) -> InventoryError:
+    """The domain error a refused stock decision amounts to."""
     if view.reason is RejectReason.OUT_OF_STOCK:
-        raise OutOfStock(
+        return OutOfStock(
             view.detail or "not enough stock",
             order_id=view.order_id,
             shortages=[shortage.model_dump() for shortage in view.shortages],
             fast_path=view.fast_path,
         )
     if view.reason is RejectReason.INVALID:
-        raise InvalidInput(view.detail or "the checkout is not valid", order_id=view.order_id)
+        return InvalidInput(view.detail or "the checkout is not valid", order_id=view.order_id)
     # Cancelled, declined, timed out or unavailable: the order's checkout is over and holds nothing.
     reason = f" ({view.reason.value})" if view.reason else ""
-    raise ReservationClosed(
+    return ReservationClosed(
         f"the checkout of order {view.order_id} already ended {view.status.value}{reason}"
         f"{': ' + view.detail if view.detail else ''}; use a new order id",
         order_id=view.order_id,
@@ -61,10 +73,12 @@ def answer_for(view: ReservationView) -> CheckoutAccepted:
     )
 
 
-async def start_checkout(client: CheckoutClient, request: CheckoutRequest) -> CheckoutAccepted:
+async def start_checkout(
+    client: CheckoutClient, request: CheckoutRequest, *, screen: bool = True
+) -> CheckoutAccepted:
     try:
         async with temporal_unavailable_as_error(), asyncio.timeout(RESERVATION_TIMEOUT_SECONDS):
-            view = await client.start(request)
+            view = await client.start(request, screen=screen)
     # The SDK reports our timeout's cancellation (or its own RPC deadline) as its own error type.
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise ShardUnavailable(

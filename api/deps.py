@@ -45,7 +45,8 @@ class ApiDeps:
             await databases.close()
 
 
-def _deps(request: Request) -> ApiDeps:
+async def _deps(request: Request) -> ApiDeps:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request.
     deps: ApiDeps = request.app.state.deps
     return deps
 

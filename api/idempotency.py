@@ -31,7 +31,7 @@ from api.auth import Principal
 from api.errors import IdempotencyKeyReused
 from api.problems import PROBLEM_MEDIA_TYPE, problem_body, status_of
 from domain.errors import InventoryError
-from store.idempotency import StoredResponse, claim_key, complete_key, release_key
+from store.idempotency import KeyClaim, StoredResponse, claim_key, complete_key, release_key
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -64,10 +64,9 @@ def json_answer(status: int, body: Any) -> StoredResponse:
 
 def _refusal(error: InventoryError, instance: str) -> StoredResponse | None:
     """The answer to record for a refusal, or None when a retry could succeed."""
-    status = status_of(error)
-    if error.retryable or status >= 500:
+    if error.retryable or status_of(error) >= 500:
         return None
-    return json_answer(status, problem_body(error, instance))
+    return problem_answer(error, instance)
 
 
 async def run_once(
@@ -76,20 +75,20 @@ async def run_once(
     key: str,
     request_hash: str,
     instance: str,
-    work: Callable[[], Awaitable[StoredResponse]],
+    work: Callable[[bool], Awaitable[StoredResponse]],
 ) -> tuple[StoredResponse, bool]:
     """Run ``work`` at most once in effect per key; returns its (recorded) answer and whether it was
-    replayed from an earlier request."""
+    replayed from an earlier request.
+
+    ``work(first)`` learns whether this request claimed the key: a duplicate of a request still running
+    must not be answered differently from it.
+    """
     claim = await claim_key(core, principal.key_id, key, request_hash)
-    if claim.request_hash != request_hash:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different request; use a new key",
-            idempotency_key=key,
-        )
+    _check_same_request(claim, request_hash, key)
     if claim.response is not None:
         return claim.response, True
     try:
-        answer = await work()
+        answer = await work(claim.claimed)
     except InventoryError as error:
         refusal = _refusal(error, instance)
         if refusal is None:
@@ -99,6 +98,20 @@ async def run_once(
             raise
         answer = refusal
     return await complete_key(core, principal.key_id, key, request_hash, answer), False
+
+
+def problem_answer(error: InventoryError, instance: str) -> StoredResponse:
+    # problem_body is plain JSON already; skipping jsonable_encoder matters on the sold-out fast path.
+    body = json.dumps(problem_body(error, instance), separators=(",", ":"))
+    return StoredResponse(status_of(error), body)
+
+
+def _check_same_request(claim: KeyClaim, request_hash: str, key: str) -> None:
+    if claim.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used with a different request; use a new key",
+            idempotency_key=key,
+        )
 
 
 def as_response(answer: StoredResponse, *, replayed: bool, headers: dict[str, str] | None = None) -> Response:

@@ -153,7 +153,7 @@ async def post_receipt(
 ) -> Response:
     """Add received units to a location, creating it if needed. The same Idempotency-Key adds them once."""
 
-    async def receive() -> StoredResponse:
+    async def receive(_first: bool) -> StoredResponse:
         level = await deps.store.receive(
             sku,
             location,

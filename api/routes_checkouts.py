@@ -8,10 +8,18 @@ from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import Response
 
 from api.auth import Principal, Scope, requires
-from api.checkouts import cancel_checkout, checkout_state, start_checkout
+from api.checkouts import cancel_checkout, checkout_state, refusal_for, start_checkout
 from api.deps import Deps
 from api.errors import Forbidden, IdempotencyKeyRequired, IdempotencyKeyReused, PayloadTooLarge, Unauthorized
-from api.idempotency import REPLAYED_HEADER, IdempotencyKey, as_response, fingerprint, json_answer, run_once
+from api.idempotency import (
+    REPLAYED_HEADER,
+    IdempotencyKey,
+    as_response,
+    fingerprint,
+    json_answer,
+    problem_answer,
+    run_once,
+)
 from api.models import (
     CancelAccepted,
     CancelIn,
@@ -30,7 +38,7 @@ from domain.errors import (
     ReservationClosed,
     ShardUnavailable,
 )
-from store.idempotency import StoredResponse
+from store.idempotency import StoredResponse, is_unused
 
 router = APIRouter(prefix="/v1/checkouts", tags=["checkouts"])
 
@@ -112,17 +120,21 @@ async def post_checkout(
     ever, whatever the key.
     """
     checkout = body.to_domain()
+    instance = request.url.path
+    sold_out = deps.checkouts.hinted_refusal(checkout)
+    if sold_out is not None and await is_unused(
+        deps.databases.core_reader, principal.key_id, key, order_id=checkout.order_id
+    ):
+        # The flash-sale fast path: nothing can have happened for this request, so its refusal is
+        # answered from memory and not recorded (a retry just asks again). One read, no write.
+        return as_response(problem_answer(refusal_for(sold_out), instance), replayed=False)
 
-    async def start() -> StoredResponse:
-        return json_answer(202, await start_checkout(deps.checkouts, checkout))
+    async def start(first: bool) -> StoredResponse:
+        # A duplicate of a request still running is never screened: it attaches to the same checkout.
+        return json_answer(202, await start_checkout(deps.checkouts, checkout, screen=first))
 
     answer, replayed = await run_once(
-        deps.databases.core,
-        principal,
-        key,
-        fingerprint("POST /v1/checkouts", body),
-        request.url.path,
-        start,
+        deps.databases.core, principal, key, fingerprint("POST /v1/checkouts", body), instance, start
     )
     location = {"Location": checkout_path(checkout.order_id)} if answer.status == 202 else None
     return as_response(answer, replayed=replayed, headers=location)

@@ -41,6 +41,7 @@ from domain.errors import CancelRefused, CheckoutNotFound, InvalidInput
 from domain.stock import Shortage
 from invsaga.settings import Settings
 from invsaga.temporal import connect
+from store.orders import order_exists
 from store.sold_out import SoldOutHint
 from store.stock import StockStore
 from workflows import search_attributes as sa
@@ -80,26 +81,20 @@ class CheckoutClient:
             static_summary=f"checkout of order {request.order_id} for {request.customer_id}",
         )
 
-    async def start(self, request: CheckoutRequest) -> ReservationView:
+    async def start(self, request: CheckoutRequest, *, screen: bool = True) -> ReservationView:
         """Start (or attach to) the checkout and return once its stock is held or refused.
 
-        With a sold-out hint, a line the database already said is gone is refused here, before any
-        workflow starts; an answer of "zero left" from the database teaches the hint.
+        With a sold-out hint and ``screen``, a request the screen refuses (see ``screen``) starts
+        nothing. Pass ``screen=False`` for a retry that may race its own first attempt: it then always
+        attaches to the order's checkout. An answer of "zero left" from the database teaches the hint.
         """
         _check(request)
         hint = self.sold_out
-        if hint is not None:
-            gone = [line for line in request.lines if hint.sold_out(line.sku, line.location)]
-            if gone:
-                return _sold_out_view(request, [_nothing_left(line) for line in gone])
-            tokens = {line.sku: hint.token(line.sku) for line in request.lines}
-            if self.stock is not None:
-                short = await self._short_lines(request)
-                if short:
-                    for shortage in short:
-                        if shortage.available == 0:
-                            hint.mark_sold_out(shortage.sku, shortage.location, tokens[shortage.sku])
-                    return _sold_out_view(request, short)
+        tokens = {line.sku: hint.token(line.sku) for line in request.lines} if hint else {}
+        if screen and hint is not None:
+            refusal = await self.screen(request)
+            if refusal is not None:
+                return refusal
         try:
             view: ReservationView = await self.client.execute_update_with_start_workflow(
                 CheckoutWorkflow.reservation, start_workflow_operation=self._start_operation(request)
@@ -116,17 +111,51 @@ class CheckoutClient:
                 shortages=result.shortages,
             )
         if hint is not None:
-            for shortage in view.shortages:
-                if shortage.available == 0 and shortage.sku in tokens:
-                    hint.mark_sold_out(shortage.sku, shortage.location, tokens[shortage.sku])
+            self._learn(view.shortages, tokens)
         return view
 
-    async def _short_lines(self, request: CheckoutRequest) -> list[Shortage]:
-        """Lines the database says it cannot fill right now, read without taking any lock.
+    async def screen(self, request: CheckoutRequest) -> ReservationView | None:
+        """The "out of stock" answer for a request that can be refused without starting anything, else
+        None. Without a hint (and a store) nothing is screened.
 
-        Only a shortage decides here; a line that looks available still goes through the saga, whose
-        reservation is the one that counts.
+        A line is short if the hint says the database reported it gone, or if a plain MVCC read (no
+        row lock) finds too little. "Available" is never trusted: such a request goes through the
+        saga, whose reservation is the one that counts. An order whose checkout already exists is never
+        refused here, so a retry finds its own checkout, not the sold-out sign its own purchase put up.
+        (A retry racing its first attempt, before that attempt has recorded the order, could still be
+        refused; ``start(screen=False)`` is for that case.)
         """
+        hint, store = self.sold_out, self.stock
+        if hint is None or store is None:
+            return None
+        refusal = self.hinted_refusal(request)
+        if refusal is None:
+            tokens = {line.sku: hint.token(line.sku) for line in request.lines}
+            short = await self._short_lines(request)
+            self._learn(short, tokens)
+            refusal = _sold_out_view(request, short) if short else None
+        if refusal is None or await order_exists(store.databases.core_reader, request.order_id):
+            return None
+        return refusal
+
+    def hinted_refusal(self, request: CheckoutRequest) -> ReservationView | None:
+        """ "Out of stock" if the hint says a line is gone; from memory, so it may only be answered to
+        a request known to be new (see ``screen``)."""
+        hint = self.sold_out
+        if hint is None:
+            return None
+        short = [_nothing_left(line) for line in request.lines if hint.sold_out(line.sku, line.location)]
+        return _sold_out_view(request, short) if short else None
+
+    def _learn(self, shortages: list[Shortage], tokens: dict[str, tuple[int, int]]) -> None:
+        """Mark the lines the database just reported as having nothing left."""
+        assert self.sold_out is not None
+        for shortage in shortages:
+            if shortage.available == 0 and shortage.sku in tokens:
+                self.sold_out.mark_sold_out(shortage.sku, shortage.location, tokens[shortage.sku])
+
+    async def _short_lines(self, request: CheckoutRequest) -> list[Shortage]:
+        """Lines the database says it cannot fill right now, read without taking any lock."""
         assert self.stock is not None
         levels = await self.stock.get_many([line.sku for line in request.lines])
         available = {

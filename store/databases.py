@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
@@ -60,6 +60,12 @@ def shard_label(index: int) -> str:
     return f"shard {index}"
 
 
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, for single-statement reads: one round trip each, where a transaction would add a
+    BEGIN and a ROLLBACK. One statement still reads one consistent snapshot."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 @dataclass
 class Databases:
     """Every database the system talks to. Built once per process and shared."""
@@ -67,6 +73,13 @@ class Databases:
     shards: list[AsyncEngine]
     core: AsyncEngine
     router: ShardRouter
+    #: ``shards`` and ``core`` for single-statement reads (see ``autocommit``).
+    shard_readers: list[AsyncEngine] = field(init=False)
+    core_reader: AsyncEngine = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shard_readers = [autocommit(engine) for engine in self.shards]
+        self.core_reader = autocommit(self.core)
 
     @classmethod
     async def open(cls, settings: Settings, *, check: bool = True) -> Databases:

@@ -30,6 +30,13 @@ _READ = text(
     " WHERE principal = :principal AND idempotency_key = :key"
 )
 
+# The orders table is the checkout's own record (store/orders.py): a retry under a new key finds it.
+_UNUSED = text(
+    "SELECT NOT EXISTS (SELECT 1 FROM api_idempotency_keys"
+    "                    WHERE principal = :principal AND idempotency_key = :key)"
+    "   AND NOT EXISTS (SELECT 1 FROM orders WHERE order_id = :order_id)"
+)
+
 # Completes this request's claim, or records the response outright when the claim is gone (its owner
 # failed and released it meanwhile). A response already recorded is never overwritten.
 _COMPLETE = text(
@@ -80,6 +87,15 @@ class KeyClaim:
 
 def _response(status: int | None, body: str | None) -> StoredResponse | None:
     return None if status is None or body is None else StoredResponse(status, body)
+
+
+async def is_unused(core: AsyncEngine, principal: str, key: str, *, order_id: str) -> bool:
+    """True when ``key`` was never used and no checkout has prepared ``order_id``: nothing can have
+    happened for this request yet, so a refusal needs no record. One read, so the flash-sale fast path
+    costs one round trip (``core`` should be the autocommit reader)."""
+    params = {"principal": principal, "key": key, "order_id": order_id}
+    async with unavailable_as(_LABEL), core.connect() as conn:
+        return bool(await conn.scalar(_UNUSED, params))
 
 
 async def claim_key(core: AsyncEngine, principal: str, key: str, request_hash: str) -> KeyClaim:

@@ -41,6 +41,8 @@ _ORDER = text(
     "SELECT order_id, customer_id, status, amount, currency, lines FROM orders WHERE order_id = :id"
 )
 
+_ORDER_EXISTS = text("SELECT EXISTS (SELECT 1 FROM orders WHERE order_id = :id)")
+
 _ADVANCE = text(
     """
     UPDATE orders SET status = :status, reason = :reason, updated_at = now()
@@ -137,6 +139,12 @@ async def price_and_record_order(
 
 def _canonical(lines: Any) -> str:
     return json.dumps(sorted(lines, key=lambda ln: (ln["sku"], ln["location"])), sort_keys=True)
+
+
+async def order_exists(core: AsyncEngine, order_id: str) -> bool:
+    """Whether a checkout has prepared this order (``core`` should be the autocommit reader)."""
+    async with unavailable_as("core database"), core.connect() as conn:
+        return bool(await conn.scalar(_ORDER_EXISTS, {"id": order_id}))
 
 
 async def advance_order(core: AsyncEngine, order_id: str, status: str, reason: str | None = None) -> str:

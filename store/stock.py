@@ -276,6 +276,10 @@ class StockStore:
             raise InvalidInput(f"no shard {shard}; there are {len(self.databases.shards)}")
         return self.databases.shards[shard]
 
+    def _reader(self, shard: int) -> AsyncEngine:
+        self._engine(shard)
+        return self.databases.shard_readers[shard]
+
     def validate_routing(self, shard: int, lines: Sequence[StockLine]) -> None:
         """Refuse lines that do not live on ``shard``: a misrouted line would read as unknown stock."""
         self._engine(shard)
@@ -482,7 +486,7 @@ class StockStore:
     async def get(self, sku: str) -> list[StockLevel]:
         """Every location of one SKU: one indexed query on its shard, the point-read hot path."""
         shard = self.router.shard_of(sku)
-        async with unavailable_as(shard_label(shard)), self._engine(shard).connect() as conn:
+        async with unavailable_as(shard_label(shard)), self._reader(shard).connect() as conn:
             levels = [_level(r) for r in (await conn.execute(_SKU_LEVELS, {"sku": sku})).all()]
         if not levels:
             raise UnknownSku(f"unknown sku {sku!r}: no stock row on any location", sku=sku)
@@ -493,7 +497,7 @@ class StockStore:
         groups = self.router.group_skus(dict.fromkeys(skus))
 
         async def read(shard: int, shard_skus: list[str]) -> list[StockLevel]:
-            async with unavailable_as(shard_label(shard)), self._engine(shard).connect() as conn:
+            async with unavailable_as(shard_label(shard)), self._reader(shard).connect() as conn:
                 rows = (await conn.execute(_LEVELS, {"skus": shard_skus})).all()
             return [_level(r) for r in rows]
 

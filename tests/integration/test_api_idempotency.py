@@ -284,3 +284,52 @@ async def test_no_stock_decision_in_time_is_503_and_the_retry_with_the_key_runs_
     assert await runs_of(temporal_client, body["order_id"]) == 1
     [level] = await store.get(sku)
     assert (level.on_hand, level.reserved) == (3, 0)
+
+
+async def idempotency_rows(databases, key: str) -> int:
+    async with databases.core.connect() as conn:
+        return await conn.scalar(
+            text("SELECT count(*) FROM api_idempotency_keys WHERE idempotency_key = :k"), {"k": key}
+        )
+
+
+async def sell_out(http, store, databases) -> tuple[str, dict, str]:
+    """A SKU whose only unit one buyer holds, and an API that has learned it is sold out."""
+    sku = await stocked_sku(databases, store, 1)
+    winner = checkout_body((sku, 1), token="tok_slow_1500")
+    winner_key = "winner-" + winner["order_id"]
+    assert (await post(http, winner, winner_key)).status_code == 202
+    # The database tells this buyer "0 available"; from then on the hint knows.
+    assert_problem(await post(http, checkout_body((sku, 1)), str(uuid.uuid4())), 409, "out-of-stock")
+    return sku, winner, winner_key
+
+
+async def test_a_sold_out_refusal_writes_nothing_and_starts_nothing(http, api, store, databases):
+    sku, winner, _ = await sell_out(http, store, databases)
+    body = checkout_body((sku, 1))
+    key = "late-" + body["order_id"]
+
+    refused = await post(http, body, key)
+
+    problem = assert_problem(refused, 409, "out-of-stock")
+    assert problem["fast_path"] is True
+    assert problem["shortages"] == [{"sku": sku, "location": "main", "requested": 1, "available": 0}]
+    assert await idempotency_rows(databases, key) == 0
+    assert await runs_of(api.temporal, body["order_id"]) == 0
+    assert (await wait_until_terminal(http, winner["order_id"]))["status"] == "CONFIRMED"
+
+
+async def test_the_buyer_who_took_the_last_unit_is_not_told_sold_out_on_a_retry(http, api, store, databases):
+    sku, winner, winner_key = await sell_out(http, store, databases)
+
+    same_key = await post(http, winner, winner_key)
+    new_key = await post(http, winner, "retry-" + winner["order_id"])
+
+    assert same_key.status_code == 202 and same_key.headers.get("Idempotent-Replayed") == "true"
+    assert new_key.status_code == 202, new_key.text
+    assert new_key.json()["order_id"] == winner["order_id"]
+    assert await runs_of(api.temporal, winner["order_id"]) == 1
+    assert (await wait_until_terminal(http, winner["order_id"]))["status"] == "CONFIRMED"
+    [level] = await store.get(sku)
+    assert (level.on_hand, level.reserved) == (0, 0)
+    await assert_clean_audit(databases)

@@ -39,7 +39,9 @@ async def _until(predicate, within: float = 5.0) -> float:  # type: ignore[no-un
 
 async def test_hint_learns_from_the_database_and_forgets_when_stock_returns(hint, store):
     (sku,) = skus_on_shard(store.router, 0, 1)
+    before = hint.token(sku)
     await stock_up(store, sku, 1)
+    await _until(lambda: hint.token(sku) != before)  # the receipt's own notification has arrived
     assert not hint.sold_out(sku, "main")
     token = hint.token(sku)
     await store.reserve(0, request("h-1", (sku, 1)))
@@ -91,7 +93,7 @@ async def test_every_way_stock_returns_clears_the_hint(hint, store, databases):
 
 
 async def test_sold_out_checkouts_start_no_workflow(saga, store, databases, hint):
-    saga.sold_out = hint
+    saga.sold_out, saga.stock = hint, store
     (sku,) = skus_on_shard(store.router, 0, 1)
     before = hint.token(sku)
     await catalog(databases, store, (sku, 2))
@@ -108,4 +110,23 @@ async def test_sold_out_checkouts_start_no_workflow(saga, store, databases, hint
         await saga.status(late.order_id)
     results = [await saga.result(v.order_id) for v in first]
     assert sorted(r.status for r in results).count(CheckoutStatus.CONFIRMED) == 2
+    assert await levels(store, sku) == {sku: (0, 0)}
+
+
+async def test_starting_the_order_that_took_the_last_unit_again_attaches_to_its_checkout(
+    saga, store, databases, hint
+):
+    saga.sold_out, saga.stock = hint, store
+    (sku,) = skus_on_shard(store.router, 1, 1)
+    await catalog(databases, store, (sku, 1))
+    winner = order((sku, 1), token="tok_slow_1000")
+    assert (await saga.start(winner)).held
+    loser = await saga.start(order((sku, 1)))
+    assert loser.fast_path and not loser.held
+    await _until(lambda: hint.sold_out(sku, "main"))
+
+    again = await saga.start(winner)
+
+    assert again.held and not again.fast_path and again.order_id == winner.order_id
+    assert (await saga.result(winner.order_id)).status is CheckoutStatus.CONFIRMED
     assert await levels(store, sku) == {sku: (0, 0)}
