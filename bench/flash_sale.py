@@ -24,6 +24,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.common import LoadResult, plot, write_result
 from bench.http_load import Call, send_all
 from domain.checkout import CheckoutStatus
@@ -105,7 +107,26 @@ async def _settled(
     return seconds, sum(r.status is CheckoutStatus.CONFIRMED for r in results), level.on_hand
 
 
-async def _run(settings: Settings, api: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
+def _answers(records: list[dict[str, Any]]) -> dict[str, int]:
+    """How many answers of each HTTP status."""
+    statuses = sorted({r["status"] for r in records})
+    return {str(s): sum(r["status"] == s for r in records) for s in statuses}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time used so far by a process and its children (the API's uvicorn workers)."""
+    process = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
+
+
+def _machine_busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+async def _run(
+    settings: Settings, api: str, key: str, args: argparse.Namespace, pids: dict[str, int]
+) -> dict[str, Any]:
     temporal = await connect(settings)
     client = CheckoutClient(temporal, task_queue=settings.task_queue)
     databases = await Databases.open(settings)
@@ -121,12 +142,18 @@ async def _run(settings: Settings, api: str, key: str, args: argparse.Namespace)
         floor_accepted = [r["order_id"] for r in floor if r["status"] == 202]
         floor_seconds, _, _ = await _settled(store, FLOOR, floor_started, floor_accepted, client)
 
+        cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        busy_before = _machine_busy_seconds()
         flash_started = time.perf_counter()
         flash, send_seconds = await _buyers(
             api, key, FLASH, args.buyers, args.connections, args.decline_share
         )
         accepted = [r["order_id"] for r in flash if r["status"] == 202]
         flash_seconds, confirmed, unsold = await _settled(store, FLASH, flash_started, accepted, client)
+        cpu = {name: round(_cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
+        cpu["machine"] = round(_machine_busy_seconds() - busy_before, 1)
+        # Once sold out: how fast late buyers are turned away, nothing else going on.
+        late, late_seconds = await _buyers(api, key, FLASH, args.buyers // 4, args.connections, 0.0)
         workflows = (await temporal.count_workflows(f"CheckoutSkus = '{FLASH}'")).count
         report = await audit(databases)
     finally:
@@ -134,13 +161,16 @@ async def _run(settings: Settings, api: str, key: str, args: argparse.Namespace)
 
     rejections = [r for r in flash if r["status"] == 409]
     fast = [r for r in rejections if r["fast_path"]]
+    late_fast = [r for r in late if r["status"] == 409 and r["fast_path"]]
+    late_load = LoadResult(
+        callers=args.connections, seconds=late_seconds, latencies_ms=[r["ms"] for r in late]
+    )
     rejected_load = LoadResult(
         callers=args.connections, seconds=0.0, latencies_ms=[r["ms"] for r in rejections]
     )
     span = (
         (max(r["at"] for r in rejections) - min(r["at"] for r in rejections)) if len(rejections) > 1 else 0.0
     )
-    statuses = sorted({r["status"] for r in flash})
     oversold = max(0, confirmed - args.units) + sum(
         v.numbers.get("reserved", 0) - v.numbers.get("on_hand", 0)
         for v in report.violations
@@ -154,7 +184,7 @@ async def _run(settings: Settings, api: str, key: str, args: argparse.Namespace)
         "units": args.units,
         "connections": args.connections,
         "decline_share": args.decline_share,
-        "answers": {str(s): sum(r["status"] == s for r in flash) for s in statuses},
+        "answers": _answers(flash),
         "floor_checkouts": args.units,
         "floor_seconds": round(floor_seconds, 2),
         "sell_out_seconds": round(flash_seconds, 2),
@@ -163,8 +193,9 @@ async def _run(settings: Settings, api: str, key: str, args: argparse.Namespace)
         "sell_out_to_floor_ratio": round(flash_seconds / floor_seconds, 2),
         "seconds_to_answer_every_buyer": round(send_seconds, 2),
         "workflows_started": workflows,
-        "buyers_answered_without_a_workflow": len(fast),
-        "workflows_expected": args.buyers - len(fast),
+        "buyers_answered_without_a_workflow": len(fast) + len(late_fast),
+        "workflows_expected": args.buyers + len(late) - len(fast) - len(late_fast),
+        "cpu_seconds_during_sale": cpu,
         "rejections": len(rejections),
         "rejections_per_second": round(rate, 1),
         "api_processes": args.api_workers,
@@ -172,16 +203,27 @@ async def _run(settings: Settings, api: str, key: str, args: argparse.Namespace)
         "rejections_to_noop_ratio": round(rate / noop_rate, 2),
         "rejection_p50_ms": round(rejected_load.percentile(50), 2),
         "rejection_p99_ms": round(rejected_load.percentile(99), 2),
+        "after_sell_out": {
+            "buyers": len(late),
+            "answers": {
+                str(s): sum(r["status"] == s for r in late) for s in sorted({r["status"] for r in late})
+            },
+            "fast_path": len(late_fast),
+            "rejections_per_second": round(len(late) / late_seconds, 1),
+            "rejections_to_noop_ratio": round(len(late) / late_seconds / noop_rate, 2),
+            "p50_ms": round(late_load.percentile(50), 2),
+            "p99_ms": round(late_load.percentile(99), 2),
+        },
         "oversold_units": oversold,
         "stranded_units": stranded,
         "audit_clean": report.clean,
     }
     payload["targets"] = {
         "oversold": 0, "stranded": 0, "rejections_per_second_min": 5000,
-        "no_workflow_for_fast_path_rejections": workflows == args.buyers - len(fast),
+        "no_workflow_for_fast_path_rejections": workflows == payload["workflows_expected"],
         "sell_out_to_floor_max": 1.2,
         "met": (
-            oversold == 0 and stranded == 0 and rate >= 5000 and workflows == args.buyers - len(fast)
+            oversold == 0 and stranded == 0 and rate >= 5000 and workflows == payload["workflows_expected"]
             and flash_seconds / floor_seconds <= 1.2
         ),
     }  # fmt: skip
@@ -226,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             wait_for_port(payments_port)
             wait_for_port(api_port, timeout=60)
             key = next(k for scope, k in keys.keys.items() if scope.value == "checkout")
-            payload = asyncio.run(_run(settings, f"http://127.0.0.1:{api_port}", key, args))
+            pids = {"api": children[2].pid, "worker": children[1].pid}
+            payload = asyncio.run(_run(settings, f"http://127.0.0.1:{api_port}", key, args, pids))
         finally:
             for child in children:
                 child.terminate()
