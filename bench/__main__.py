@@ -14,6 +14,7 @@ import sys
 #: name -> (full-size arguments, smoke arguments)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "hot_row": ([], ["--seconds", "1", "--callers", "4,16"]),
+    "buckets": ([], ["--rows", "1,2", "--callers", "8", "--seconds", "1"]),
     "spread": ([], ["--skus", "2000", "--callers", "8", "--seconds", "1"]),
     "saga": ([], ["--checkouts", "8", "--concurrency", "4", "--rounds", "1"]),
     "flash_sale": ([], ["--buyers", "150", "--units", "20", "--connections", "16"]),

@@ -31,7 +31,9 @@ UPDATE stock_levels SET reserved = reserved + 1, version = version + 1, updated_
 """
 
 
-async def _our_path(settings: Any, callers: list[int], seconds: float) -> list[dict[str, Any]]:
+async def _our_path(
+    settings: Any, callers: list[int], seconds: float, in_flight: int
+) -> list[dict[str, Any]]:
     await migrate_all(settings)
     databases = await Databases.open(settings)
     store = StockStore(databases)
@@ -46,7 +48,7 @@ async def _our_path(settings: Any, callers: list[int], seconds: float) -> list[d
     results = []
     try:
         for count in callers:
-            batcher = ReservationBatcher(store)
+            batcher = ReservationBatcher(store, max_in_flight=in_flight)
 
             async def reserve(
                 caller: int, n: int, count: int = count, batcher: ReservationBatcher = batcher
@@ -70,13 +72,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--callers", default="8,64,256")
+    parser.add_argument("--in-flight", type=int, default=2, help="batches in flight per shard")
     args = parser.parse_args(argv)
     callers = [int(c) for c in args.callers.split(",")]
 
     fleet = start_fleet(1, fsync=True)
     try:
         settings = load_settings(shard_dsns=fleet.shard_dsns[0], core_dsn=fleet.core_dsn, pool_size=20)
-        ours = asyncio.run(_our_path(settings, callers, args.seconds))
+        ours = asyncio.run(_our_path(settings, callers, args.seconds, args.in_flight))
         baseline = [
             pgbench(fleet.shards[0], "inventory", BASELINE, clients=c, seconds=max(1, int(args.seconds)))
             for c in callers
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "B1 hot row",
         "machine": {"cpus": 2, "python": platform.python_version(), "fsync": True},
         "seconds_per_point": args.seconds,
+        "batches_in_flight": args.in_flight,
         "points": rows,
         "targets": {
             "ratio_vs_pgbench_min": 10.0,

@@ -1,9 +1,14 @@
 """Group commit for reservations: concurrent reserve calls for one shard share one transaction.
 
 A hot SKU is limited by how many transactions per second can take its row lock and fsync. Coalescing
-the requests that arrive within a few milliseconds into one ``reserve_stock`` call turns N commits into
-one, while each request keeps its own semantics (all-or-nothing, first come first served, idempotent by
-order id, exact shortages, ledger rows), because the batch statement applies them one by one in order.
+the requests that are waiting into one ``reserve_stock`` call turns N commits into one, while each
+request keeps its own semantics (all-or-nothing, first come first served, idempotent by order id, exact
+shortages, ledger rows), because the batch statement applies them one by one in order.
+
+The batching adapts instead of waiting on a timer: a request goes out at once (with whatever arrived in
+the same event-loop turn) when the shard has a free transaction slot, and otherwise waits for the
+running transaction to finish, then leaves with everything that queued behind it. An idle system pays
+no gathering delay, and under load a batch holds exactly the requests that arrived during one commit.
 """
 
 from __future__ import annotations
@@ -24,28 +29,21 @@ class _Pending:
 @dataclass
 class _ShardQueue:
     pending: list[_Pending] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
-    in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    running: int = 0
+    dispatch_scheduled: bool = False
 
 
 class ReservationBatcher:
     """Drop-in for ``StockStore.reserve`` that batches per shard within one process.
 
-    ``max_wait`` bounds the latency a request can pay to wait for company; ``max_batch`` caps one
-    transaction. While a shard already has ``max_in_flight`` batches running, new requests keep
-    gathering, so batches grow with load instead of queueing transactions on the row lock.
+    At most ``max_in_flight`` transactions per shard run at once, each with at most ``max_batch``
+    requests. Two in flight let the next batch wait at the row lock while the current one commits, so
+    the lock is never idle for a client round trip; more would only split the queue into smaller
+    batches that still take the hot row's lock one after the other.
     """
 
-    def __init__(
-        self,
-        store: StockStore,
-        *,
-        max_wait: float = 0.002,
-        max_batch: int = 512,
-        max_in_flight: int = 4,
-    ) -> None:
+    def __init__(self, store: StockStore, *, max_batch: int = 512, max_in_flight: int = 2) -> None:
         self.store = store
-        self.max_wait = max_wait
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self._queues: dict[int, _ShardQueue] = {}
@@ -53,42 +51,32 @@ class ReservationBatcher:
 
     async def reserve(self, shard: int, request: ReserveRequest) -> ReserveOutcome:
         self.store.validate_routing(shard, request.lines)
-        queue = self._queues.get(shard)
-        if queue is None:
-            queue = self._queues[shard] = _ShardQueue(in_flight=asyncio.Semaphore(self.max_in_flight))
-        loop = asyncio.get_running_loop()
-        pending = _Pending(request, loop.create_future())
+        queue = self._queues.setdefault(shard, _ShardQueue())
+        pending = _Pending(request, asyncio.get_running_loop().create_future())
         queue.pending.append(pending)
-        if len(queue.pending) >= self.max_batch:
-            self._flush(shard)
-        elif queue.timer is None:
-            queue.timer = loop.call_later(self.max_wait, self._flush, shard)
+        self._schedule(shard, queue)
         return await pending.future
 
-    def _flush(self, shard: int) -> None:
-        queue = self._queues[shard]
-        if queue.timer is not None:
-            queue.timer.cancel()
-            queue.timer = None
-        batch, queue.pending = queue.pending[: self.max_batch], queue.pending[self.max_batch :]
-        if queue.pending:
-            queue.timer = asyncio.get_running_loop().call_later(self.max_wait, self._flush, shard)
-        if batch:
+    def _schedule(self, shard: int, queue: _ShardQueue) -> None:
+        """Dispatch at the end of this loop turn, so requests arriving in the same turn ride together."""
+        if not queue.dispatch_scheduled and queue.pending and queue.running < self.max_in_flight:
+            queue.dispatch_scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch, shard, queue)
+
+    def _dispatch(self, shard: int, queue: _ShardQueue) -> None:
+        queue.dispatch_scheduled = False
+        while queue.pending and queue.running < self.max_in_flight:
+            batch, queue.pending = queue.pending[: self.max_batch], queue.pending[self.max_batch :]
+            queue.running += 1
             task = asyncio.create_task(self._run(shard, queue, batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, shard: int, queue: _ShardQueue, batch: list[_Pending]) -> None:
-        async with queue.in_flight:
-            # Requests that arrived while we waited for a slot ride along, up to the cap.
-            room = self.max_batch - len(batch)
-            if room > 0 and queue.pending:
-                batch += queue.pending[:room]
-                queue.pending = queue.pending[room:]
-                if not queue.pending and queue.timer is not None:
-                    queue.timer.cancel()
-                    queue.timer = None
+        try:
             live = [p for p in batch if not p.future.done()]
+            if not live:
+                return
             try:
                 outcomes = await self.store.reserve_batch(shard, [p.request for p in live])
             except BaseException as exc:
@@ -101,10 +89,14 @@ class ReservationBatcher:
             for p, outcome in zip(live, outcomes, strict=True):
                 if not p.future.done():
                     p.future.set_result(outcome)
+        finally:
+            queue.running -= 1
+            self._schedule(shard, queue)
 
     async def aclose(self) -> None:
-        """Flush what is queued and wait for every batch in flight."""
-        for shard in list(self._queues):
-            self._flush(shard)
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait for every queued request and every batch in flight."""
+        while self._tasks or any(q.pending for q in self._queues.values()):
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(0)

@@ -162,3 +162,32 @@ async def test_random_mix_keeps_every_invariant(store, databases, reserve):
         [level] = levels[sku]
         assert level.on_hand == initial + received[sku] - sold[sku]
         assert level.reserved == held[sku]
+
+
+async def test_the_batcher_sends_whatever_queued_during_a_commit_as_one_batch(store, databases):
+    from store.batching import ReservationBatcher
+
+    (sku,) = skus_on_shard(store.router, 0, 1, prefix="HOT")
+    await stock_up(store, sku, 1000)
+    sizes: list[int] = []
+
+    class Counting(type(store)):  # type: ignore[misc]
+        async def reserve_batch(self, shard, requests):  # type: ignore[no-untyped-def]
+            sizes.append(len(requests))
+            return await super().reserve_batch(shard, requests)
+
+    batcher = ReservationBatcher(Counting(databases), max_in_flight=1)
+    try:
+        alone = await batcher.reserve(0, request("solo", (sku, 1)))
+        burst = await asyncio.gather(
+            *(batcher.reserve(0, request(f"burst-{n}", (sku, 1))) for n in range(300))
+        )
+    finally:
+        await batcher.aclose()
+
+    # Nobody waits for company when nothing is in flight; a burst shares a handful of transactions.
+    assert alone.held and sizes[0] == 1
+    assert all(o.held for o in burst) and sum(sizes[1:]) == 300 and len(sizes) <= 4
+    [level] = await store.get(sku)
+    assert level.reserved == 301
+    await assert_clean_audit(databases)
