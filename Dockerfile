@@ -29,7 +29,11 @@ RUN /opt/invsaga/bin/pip install --require-hashes --no-deps -r /tmp/requirements
 WORKDIR /src
 COPY . ./
 # --no-build-isolation: build with the locked setuptools instead of fetching an unpinned one.
+# compileall: the runtime never writes bytecode (PYTHONDONTWRITEBYTECODE), and Temporal's workflow
+# sandbox re-imports the workflow module for every workflow run; without a .pyc it compiles the source
+# each time, which a profile of the worker showed as about a tenth of its CPU.
 RUN /opt/invsaga/bin/pip install --no-deps --no-build-isolation . \
+    && /opt/invsaga/bin/python -m compileall -q /opt/invsaga/lib \
     && /opt/invsaga/bin/pip check \
     && /opt/invsaga/bin/invsaga --help > /dev/null
 

@@ -119,9 +119,19 @@ def _cpu_seconds(pid: int) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
 
 
-def _machine_busy_seconds() -> float:
+def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far: per named process tree, every Postgres server, and the whole machine."""
+    snapshot = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    snapshot["postgres"] = sum(
+        sum(p.cpu_times()[:2]) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"
+    )
     times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+    snapshot["machine"] = float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+    return snapshot
+
+
+def _cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before[name], 1) for name in before}
 
 
 async def _run(
@@ -137,21 +147,21 @@ async def _run(
             api, (Call("GET", "/healthz", {}) for _ in range(args.buyers)), connections=args.connections
         )
         noop_rate = len(noop) / noop_seconds
+        cpu_before = _cpu_snapshot(pids)
         floor_started = time.perf_counter()
         floor, _ = await _buyers(api, key, FLOOR, args.units, args.connections, 0.0)
         floor_accepted = [r["order_id"] for r in floor if r["status"] == 202]
         floor_seconds, _, _ = await _settled(store, FLOOR, floor_started, floor_accepted, client)
+        floor_cpu = _cpu_used(cpu_before, _cpu_snapshot(pids))
 
-        cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-        busy_before = _machine_busy_seconds()
+        cpu_before = _cpu_snapshot(pids)
         flash_started = time.perf_counter()
         flash, send_seconds = await _buyers(
             api, key, FLASH, args.buyers, args.connections, args.decline_share
         )
         accepted = [r["order_id"] for r in flash if r["status"] == 202]
         flash_seconds, confirmed, unsold = await _settled(store, FLASH, flash_started, accepted, client)
-        cpu = {name: round(_cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
-        cpu["machine"] = round(_machine_busy_seconds() - busy_before, 1)
+        cpu = _cpu_used(cpu_before, _cpu_snapshot(pids))
         # Once sold out: how fast late buyers are turned away, nothing else going on.
         late, late_seconds = await _buyers(api, key, FLASH, args.buyers // 4, args.connections, 0.0)
         workflows = (await temporal.count_workflows(f"CheckoutSkus = '{FLASH}'")).count
@@ -195,6 +205,7 @@ async def _run(
         "workflows_started": workflows,
         "buyers_answered_without_a_workflow": len(fast) + len(late_fast),
         "workflows_expected": args.buyers + len(late) - len(fast) - len(late_fast),
+        "cpu_seconds_during_floor": floor_cpu,
         "cpu_seconds_during_sale": cpu,
         "rejections": len(rejections),
         "rejections_per_second": round(rate, 1),
@@ -268,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             wait_for_port(payments_port)
             wait_for_port(api_port, timeout=60)
             key = next(k for scope, k in keys.keys.items() if scope.value == "checkout")
-            pids = {"api": children[2].pid, "worker": children[1].pid}
+            pids = {"api": children[2].pid, "worker": children[1].pid, "temporal": temporal.process.pid}
             payload = asyncio.run(_run(settings, f"http://127.0.0.1:{api_port}", key, args, pids))
         finally:
             for child in children:
