@@ -111,7 +111,9 @@ async def post_checkout(
     """Reserve the stock and answer with the decision; payment and confirmation go on in the background.
 
     - **202**: the stock is held. Follow the checkout at `Location` (`links.self`) until it is terminal.
-    - **409** `out-of-stock`: nothing was held; `shortages` names the short lines.
+    - **409** `out-of-stock`: nothing was held; `shortages` names the short lines. `fast_path: true`
+      means it was decided before any checkout started. A sold-out answer for a never-used key may go
+      unrecorded (nothing happened), so a retry with that key asks again and succeeds if stock came back.
     - **422** `invalid-input`: the request (or the catalog) rules it out; if the body itself was invalid,
       nothing was started.
 

@@ -17,7 +17,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "buckets": ([], ["--rows", "1,2", "--callers", "8", "--seconds", "1"]),
     "spread": ([], ["--skus", "2000", "--callers", "8", "--seconds", "1"]),
     "saga": ([], ["--checkouts", "8", "--concurrency", "4", "--rounds", "1"]),
-    "flash_sale": ([], ["--buyers", "150", "--units", "20", "--connections", "16"]),
+    "flash_sale": ([], ["--buyers", "150", "--units", "20", "--connections", "16", "--resales", "2"]),
     "size": ([], ["--skus", "20000", "--shards", "2", "--reads", "200"]),
     "bulk_import": ([], ["--rows", "20000", "--shards", "2"]),
 }

@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import LoadResult, plot, write_result
+from bench.common import LoadResult, median, plot, write_result
 from bench.http_load import Call, send_all
 from domain.checkout import CheckoutStatus
 from invsaga.checkout_client import CheckoutClient
@@ -66,6 +66,17 @@ async def _seed(settings: Settings, units: int) -> None:
         await databases.close()
 
 
+def _buyer_call(key: str, sku: str, customer: str, token: str) -> Call:
+    """One buyer's POST /v1/checkouts for one unit, with a fresh order id as its Idempotency-Key."""
+    order_id = f"{sku.lower()}-{uuid.uuid4().hex[:14]}"
+    body = {
+        "order_id": order_id, "customer_id": customer, "payment_token": token,
+        "lines": [{"sku": sku, "quantity": 1}],
+    }  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": order_id}
+    return Call("POST", "/v1/checkouts", headers, body, tag=order_id)
+
+
 async def _buyers(
     api: str, key: str, sku: str, count: int, connections: int, decline_share: float
 ) -> tuple[list[dict[str, Any]], float]:
@@ -74,14 +85,8 @@ async def _buyers(
 
     def calls() -> Iterator[Call]:
         for n in range(count):
-            order_id = f"{sku.lower()}-{uuid.uuid4().hex[:14]}"
             token = "tok_decline" if rng.random() < decline_share else "tok_success"
-            body = {
-                "order_id": order_id, "customer_id": f"buyer-{n}", "payment_token": token,
-                "lines": [{"sku": sku, "quantity": 1}],
-            }  # fmt: skip
-            headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": order_id}
-            yield Call("POST", "/v1/checkouts", headers, body, tag=order_id)
+            yield _buyer_call(key, sku, f"buyer-{n}", token)
 
     answers, seconds = await send_all(api, calls(), connections=connections)
     records = [
@@ -95,6 +100,29 @@ async def _buyers(
         for a in answers
     ]
     return records, seconds
+
+
+async def _resale_delays(
+    api: str, key: str, store: StockStore, client: CheckoutClient, rounds: int
+) -> tuple[list[float], int]:
+    """Seconds from a receipt of one unit of the sold-out SKU until a buyer through the API holds it,
+    ``rounds`` times; also how many buyers were refused (by the fast path) while waiting."""
+    delays, refused = [], 0
+    for n in range(rounds):
+        await store.receive(FLASH, "main", 1, idempotency_key=f"bench-flash-restock-{n}")
+        returned = time.perf_counter()
+        while True:
+            [answer], _ = await send_all(
+                api, [_buyer_call(key, FLASH, f"restock-{n}", "tok_success")], connections=1
+            )
+            if answer.status == 202:
+                delays.append(time.perf_counter() - returned)
+                await client.result(answer.tag)  # settled before the audit
+                break
+            refused += 1
+            if time.perf_counter() - returned > 10:
+                raise RuntimeError("returned stock was not sold within 10 s")
+    return delays, refused
 
 
 async def _settled(
@@ -120,11 +148,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far: per named process tree, every Postgres server, and the whole machine."""
+    """CPU seconds so far: per named process tree, and the whole machine (Postgres backends come and go
+    with pooled connections, so their share is in the machine's total, not listed apart)."""
     snapshot = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-    snapshot["postgres"] = sum(
-        sum(p.cpu_times()[:2]) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"
-    )
     times = psutil.cpu_times()
     snapshot["machine"] = float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
     return snapshot
@@ -164,6 +190,8 @@ async def _run(
         cpu = _cpu_used(cpu_before, _cpu_snapshot(pids))
         # Once sold out: how fast late buyers are turned away, nothing else going on.
         late, late_seconds = await _buyers(api, key, FLASH, args.buyers // 4, args.connections, 0.0)
+        # Stock that comes back: how soon is it sellable again through the API?
+        resale, resale_refused = await _resale_delays(api, key, store, client, rounds=args.resales)
         workflows = (await temporal.count_workflows(f"CheckoutSkus = '{FLASH}'")).count
         report = await audit(databases)
     finally:
@@ -204,7 +232,7 @@ async def _run(
         "seconds_to_answer_every_buyer": round(send_seconds, 2),
         "workflows_started": workflows,
         "buyers_answered_without_a_workflow": len(fast) + len(late_fast),
-        "workflows_expected": args.buyers + len(late) - len(fast) - len(late_fast),
+        "workflows_expected": args.buyers + len(late) - len(fast) - len(late_fast) + len(resale),
         "cpu_seconds_during_floor": floor_cpu,
         "cpu_seconds_during_sale": cpu,
         "rejections": len(rejections),
@@ -214,6 +242,12 @@ async def _run(
         "rejections_to_noop_ratio": round(rate / noop_rate, 2),
         "rejection_p50_ms": round(rejected_load.percentile(50), 2),
         "rejection_p99_ms": round(rejected_load.percentile(99), 2),
+        "returned_stock_sellable_again": {
+            "rounds": len(resale),
+            "buyers_refused_meanwhile": resale_refused,
+            "p50_ms": round(median(resale) * 1000, 2),
+            "max_ms": round(max(resale) * 1000, 2),
+        },
         "after_sell_out": {
             "buyers": len(late),
             "answers": {
@@ -247,6 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--units", type=int, default=1_000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--api-workers", type=int, default=2, help="API processes (uvicorn workers)")
+    parser.add_argument("--resales", type=int, default=20, help="units returned one by one once sold out")
     parser.add_argument("--decline-share", type=float, default=0.05)
     args = parser.parse_args(argv)
 
