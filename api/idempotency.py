@@ -11,6 +11,8 @@ the same request gets that exact answer without running again (``Idempotent-Repl
 - Answers worth replaying are recorded: successes and definite refusals (4xx). An error that a retry can
   fix (5xx, unavailable) releases the claim instead, so the client's retry runs for real.
 - Malformed requests are refused before the key is looked at, so fixing one and retrying is not "reuse".
+- A checkout the sold-out hint refuses for a never-used key and a never-started order is answered
+  before this runs and not recorded (``api/routes_checkouts.py``): nothing happened, so nothing to replay.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ class CheckoutClient:
         return refusal
 
     def hinted_refusal(self, request: CheckoutRequest) -> ReservationView | None:
-        """ "Out of stock" if the hint says a line is gone; from memory, so it may only be answered to
+        """The sold-out answer if the hint says a line is gone. From memory, so it may only be given to
         a request known to be new (see ``screen``)."""
         hint = self.sold_out
         if hint is None:
