@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev test lint format bench clean
+.PHONY: install bytecode dev test lint format bench clean
 
 $(BIN)/invsaga: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,14 @@ $(BIN)/invsaga: pyproject.toml
 
 install: $(BIN)/invsaga
 
-dev: install
+# Bytecode for our packages, written even where PYTHONDONTWRITEBYTECODE is set. Temporal's workflow
+# sandbox re-imports the workflow module for every workflow run; without a .pyc it compiles the source
+# each time, in several threads at once, and CPython 3.11 can fail compiling in parallel threads
+# ("AST constructor recursion depth mismatch", python/cpython#106905): once seen in the API fuzz test.
+bytecode: install
+	$(BIN)/python -m compileall -q domain store workflows activities workers payments api invsaga bench
+
+dev: bytecode
 	$(BIN)/invsaga dev
 
 lint: install
@@ -21,14 +28,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint bytecode
 	$(BIN)/pytest
 
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install
+bench: bytecode
 	$(BIN)/python -m bench
 
 clean:

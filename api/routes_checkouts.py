@@ -125,7 +125,7 @@ async def post_checkout(
     instance = request.url.path
     sold_out = deps.checkouts.hinted_refusal(checkout)
     if sold_out is not None and await is_unused(
-        deps.databases.core_reader, principal.key_id, key, order_id=checkout.order_id
+        deps.databases.core_autocommit, principal.key_id, key, order_id=checkout.order_id
     ):
         # The flash-sale fast path: nothing can have happened for this request, so its refusal is
         # answered from memory and not recorded (a retry just asks again). One read, no write.

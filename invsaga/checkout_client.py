@@ -134,7 +134,7 @@ class CheckoutClient:
             short = await self._short_lines(request)
             self._learn(short, tokens)
             refusal = _sold_out_view(request, short) if short else None
-        if refusal is None or await order_exists(store.databases.core_reader, request.order_id):
+        if refusal is None or await order_exists(store.databases.core_autocommit, request.order_id):
             return None
         return refusal
 

@@ -61,8 +61,8 @@ def shard_label(index: int) -> str:
 
 
 def autocommit(engine: AsyncEngine) -> AsyncEngine:
-    """The same pool, for single-statement reads: one round trip each, where a transaction would add a
-    BEGIN and a ROLLBACK. One statement still reads one consistent snapshot."""
+    """The same pool, for work that is one statement: one round trip, where an explicit transaction
+    adds a BEGIN and a COMMIT (or ROLLBACK). One statement is still atomic and reads one snapshot."""
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
@@ -73,13 +73,13 @@ class Databases:
     shards: list[AsyncEngine]
     core: AsyncEngine
     router: ShardRouter
-    #: ``shards`` and ``core`` for single-statement reads (see ``autocommit``).
-    shard_readers: list[AsyncEngine] = field(init=False)
-    core_reader: AsyncEngine = field(init=False)
+    #: ``shards`` and ``core`` for single-statement work (see ``autocommit``).
+    shards_autocommit: list[AsyncEngine] = field(init=False)
+    core_autocommit: AsyncEngine = field(init=False)
 
     def __post_init__(self) -> None:
-        self.shard_readers = [autocommit(engine) for engine in self.shards]
-        self.core_reader = autocommit(self.core)
+        self.shards_autocommit = [autocommit(engine) for engine in self.shards]
+        self.core_autocommit = autocommit(self.core)
 
     @classmethod
     async def open(cls, settings: Settings, *, check: bool = True) -> Databases:

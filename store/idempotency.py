@@ -92,7 +92,7 @@ def _response(status: int | None, body: str | None) -> StoredResponse | None:
 async def is_unused(core: AsyncEngine, principal: str, key: str, *, order_id: str) -> bool:
     """True when ``key`` was never used and no checkout has prepared ``order_id``: nothing can have
     happened for this request yet, so a refusal needs no record. One read, so the flash-sale fast path
-    costs one round trip (``core`` should be the autocommit reader)."""
+    costs one round trip (pass ``Databases.core_autocommit``)."""
     params = {"principal": principal, "key": key, "order_id": order_id}
     async with unavailable_as(_LABEL), core.connect() as conn:
         return bool(await conn.scalar(_UNUSED, params))

@@ -142,7 +142,7 @@ def _canonical(lines: Any) -> str:
 
 
 async def order_exists(core: AsyncEngine, order_id: str) -> bool:
-    """Whether a checkout has prepared this order (``core`` should be the autocommit reader)."""
+    """Whether a checkout has prepared this order (pass ``Databases.core_autocommit``)."""
     async with unavailable_as("core database"), core.connect() as conn:
         return bool(await conn.scalar(_ORDER_EXISTS, {"id": order_id}))
 

@@ -276,9 +276,9 @@ class StockStore:
             raise InvalidInput(f"no shard {shard}; there are {len(self.databases.shards)}")
         return self.databases.shards[shard]
 
-    def _reader(self, shard: int) -> AsyncEngine:
+    def _autocommit(self, shard: int) -> AsyncEngine:
         self._engine(shard)
-        return self.databases.shard_readers[shard]
+        return self.databases.shards_autocommit[shard]
 
     def validate_routing(self, shard: int, lines: Sequence[StockLine]) -> None:
         """Refuse lines that do not live on ``shard``: a misrouted line would read as unknown stock."""
@@ -317,7 +317,9 @@ class StockStore:
                 params["skus"].append(line.sku)
                 params["locations"].append(line.location)
                 params["quantities"].append(line.quantity)
-        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
+        # One statement is its own transaction (the function locks, allocates and writes), so autocommit
+        # saves the BEGIN and COMMIT round trips; begin() keeps it a transaction on any other engine.
+        async with unavailable_as(shard_label(shard)), self._autocommit(shard).begin() as conn:
             rows = (await conn.execute(_RESERVE, params)).all()
         by_request: dict[int, list[Any]] = {}
         for row in rows:
@@ -486,7 +488,7 @@ class StockStore:
     async def get(self, sku: str) -> list[StockLevel]:
         """Every location of one SKU: one indexed query on its shard, the point-read hot path."""
         shard = self.router.shard_of(sku)
-        async with unavailable_as(shard_label(shard)), self._reader(shard).connect() as conn:
+        async with unavailable_as(shard_label(shard)), self._autocommit(shard).connect() as conn:
             levels = [_level(r) for r in (await conn.execute(_SKU_LEVELS, {"sku": sku})).all()]
         if not levels:
             raise UnknownSku(f"unknown sku {sku!r}: no stock row on any location", sku=sku)
@@ -497,7 +499,7 @@ class StockStore:
         groups = self.router.group_skus(dict.fromkeys(skus))
 
         async def read(shard: int, shard_skus: list[str]) -> list[StockLevel]:
-            async with unavailable_as(shard_label(shard)), self._reader(shard).connect() as conn:
+            async with unavailable_as(shard_label(shard)), self._autocommit(shard).connect() as conn:
                 rows = (await conn.execute(_LEVELS, {"skus": shard_skus})).all()
             return [_level(r) for r in rows]
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+import schemathesis.specs.openapi.schemas  # imported here, not in fuzz()'s thread: see fuzz()
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import checks
 from schemathesis.openapi.checks import JsonSchemaError
@@ -46,7 +47,12 @@ def _csv(_context: Any, value: Any) -> bytes:
 
 
 def fuzz(base_url: str, document: dict[str, Any]) -> dict[str, int]:
-    """Run every operation's generated cases; returns how many ran per operation."""
+    """Run every operation's generated cases; returns how many ran per operation.
+
+    This runs in a thread, so the modules it would import lazily are imported with this test module:
+    compiling (pytest rewrites schemathesis as a plugin) in a thread while the worker compiles too can
+    fail on CPython 3.11 (python/cpython#106905).
+    """
     schema = schemathesis.openapi.from_dict(document)
     headers = bearer(BOTH_KEY)
     ran: dict[str, int] = {}
