@@ -33,7 +33,7 @@ from api.auth import Principal
 from api.errors import IdempotencyKeyReused
 from api.problems import PROBLEM_MEDIA_TYPE, problem_body, status_of
 from domain.errors import InventoryError
-from store.idempotency import KeyClaim, StoredResponse, claim_key, complete_key, release_key
+from store.idempotency import StoredResponse, claim_key, complete_key, release_key
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -86,7 +86,11 @@ async def run_once(
     must not be answered differently from it.
     """
     claim = await claim_key(core, principal.key_id, key, request_hash)
-    _check_same_request(claim, request_hash, key)
+    if claim.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used with a different request; use a new key",
+            idempotency_key=key,
+        )
     if claim.response is not None:
         return claim.response, True
     try:
@@ -106,14 +110,6 @@ def problem_answer(error: InventoryError, instance: str) -> StoredResponse:
     # problem_body is plain JSON already; skipping jsonable_encoder matters on the sold-out fast path.
     body = json.dumps(problem_body(error, instance), separators=(",", ":"))
     return StoredResponse(status_of(error), body)
-
-
-def _check_same_request(claim: KeyClaim, request_hash: str, key: str) -> None:
-    if claim.request_hash != request_hash:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different request; use a new key",
-            idempotency_key=key,
-        )
 
 
 def as_response(answer: StoredResponse, *, replayed: bool, headers: dict[str, str] | None = None) -> Response:
