@@ -1,4 +1,4 @@
-"""Inventory activities: reserve, release, commit and expire, each one store call."""
+"""Inventory activities: reserve, release, pin, commit and expire, each one store call."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 from temporalio import activity
 
 from activities.errors import domain_errors_as_application_errors
-from activities.models import CommitInput, ExpireOutput, ReleaseInput, ReserveInput
+from activities.models import CommitInput, ExpireOutput, PinInput, ReleaseInput, ReserveInput
 from domain.stock import ReserveOutcome, ReserveRequest, TransitionOutcome
 from store.batching import ReservationBatcher
 from store.stock import StockStore
@@ -30,6 +30,11 @@ class InventoryActivities:
     @domain_errors_as_application_errors
     async def release_stock(self, inp: ReleaseInput) -> TransitionOutcome:
         return await self.store.release(inp.shard, inp.order_id, inp.lines)
+
+    @activity.defn
+    @domain_errors_as_application_errors
+    async def pin_stock(self, inp: PinInput) -> TransitionOutcome:
+        return await self.store.pin(inp.shard, inp.order_id, inp.lines)
 
     @activity.defn
     @domain_errors_as_application_errors

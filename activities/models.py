@@ -41,6 +41,12 @@ class ReleaseInput(BaseModel):
     lines: list[StockLine]
 
 
+class PinInput(BaseModel):
+    order_id: str
+    shard: int
+    lines: list[StockLine]
+
+
 class CommitInput(BaseModel):
     order_id: str
     shard: int

@@ -28,7 +28,15 @@ from workflows import search_attributes as sa
 #: The checkout itself carries on; a retry attaches to it.
 RESERVATION_TIMEOUT_SECONDS = 30.0
 
-_UNREACHABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED}
+#: Statuses a retry can outlive, so they answer 503 and not 500 "outcome unknown". FAILED_PRECONDITION is
+#: "workflow task in failed state" while workers restart; UNKNOWN is "transport error" while Temporal does.
+_TRANSIENT = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.FAILED_PRECONDITION,
+    RPCStatusCode.UNKNOWN,
+}
 _FINISHED = {WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.CANCELED}
 
 
@@ -37,7 +45,7 @@ async def temporal_unavailable_as_error() -> AsyncIterator[None]:
     try:
         yield
     except RPCError as err:
-        if err.status in _UNREACHABLE:
+        if err.status in _TRANSIENT:
             raise ShardUnavailable(f"Temporal is unavailable: {err.message}", database="temporal") from err
         raise
 

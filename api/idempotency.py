@@ -9,7 +9,10 @@ the same request gets that exact answer without running again (``Idempotent-Repl
   the work is idempotent by itself (a checkout's workflow id, a receipt's movement key), and whichever
   finishes first records the answer that every duplicate returns. A crashed request never strands a key.
 - Answers worth replaying are recorded: successes and definite refusals (4xx). An error that a retry can
-  fix (5xx, unavailable) releases the claim instead, so the client's retry runs for real.
+  fix (5xx, unavailable) records nothing, so the client's retry runs for real. It releases the claim,
+  unless the work may have started something that goes on without us (a checkout whose decision did not
+  come in time): then the claim stays, and the retry, finding it unfinished, attaches to that work
+  instead of being treated, and screened, as a new request.
 - Malformed requests are refused before the key is looked at, so fixing one and retrying is not "reuse".
 - A checkout the sold-out hint refuses for a never-used key and a never-started order is answered
   before this runs and not recorded (``api/routes_checkouts.py``): nothing happened, so nothing to replay.
@@ -78,12 +81,15 @@ async def run_once(
     request_hash: str,
     instance: str,
     work: Callable[[bool], Awaitable[StoredResponse]],
+    *,
+    keep_claim: bool = False,
 ) -> tuple[StoredResponse, bool]:
     """Run ``work`` at most once in effect per key; returns its (recorded) answer and whether it was
     replayed from an earlier request.
 
     ``work(first)`` learns whether this request claimed the key: a duplicate of a request still running
-    must not be answered differently from it.
+    (or of one that failed after starting something, with ``keep_claim``) must not be answered
+    differently from it.
     """
     claim = await claim_key(core, principal.key_id, key, request_hash)
     if claim.request_hash != request_hash:
@@ -98,9 +104,10 @@ async def run_once(
     except InventoryError as error:
         refusal = _refusal(error, instance)
         if refusal is None:
-            # If even the release fails the claim stays; a retry with the same request still runs.
-            with contextlib.suppress(InventoryError):
-                await release_key(core, principal.key_id, key, request_hash)
+            if not keep_claim:
+                # If even the release fails the claim stays; a retry with the same request still runs.
+                with contextlib.suppress(InventoryError):
+                    await release_key(core, principal.key_id, key, request_hash)
             raise
         answer = refusal
     return await complete_key(core, principal.key_id, key, request_hash, answer), False

@@ -23,7 +23,9 @@ from domain.checkout import (
 from domain.stock import (
     DEFAULT_LOCATION,
     MAX_LINES_PER_ORDER,
+    MAX_ORDER_ID_LENGTH,
     MAX_SKU_LENGTH,
+    ORDER_ID_PATTERN,
     Location,
     OrderId,
     Quantity,
@@ -40,7 +42,10 @@ PATH_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 PathCode = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_SKU_LENGTH, pattern=PATH_CODE_PATTERN)
 ]
-PathOrderCode = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=PATH_CODE_PATTERN)]
+#: The domain's one order-id rule, so every order id a body accepts can be followed by its path.
+PathOrderCode = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ORDER_ID_LENGTH, pattern=ORDER_ID_PATTERN)
+]
 
 MAX_BATCH_SKUS = 100
 #: Bounds that keep on_hand far inside Postgres' bigint whatever the order of receipts and sets.

@@ -54,6 +54,11 @@ PROBLEM_TYPES: dict[type[errors.InventoryError], ProblemType] = {
     errors.ReservationClosed: ProblemType(
         409, "Checkout already ended", "the checkout of order ord-1001 ended without holding stock"
     ),
+    errors.IdempotencyKeyConflict: ProblemType(
+        409,
+        "Idempotency key conflict",
+        "idempotency key 'PO-7731' already received 24 units of MUG-BLUE@main, not 30; use a new key",
+    ),
     errors.ShardUnavailable: ProblemType(
         503, "Unavailable", "shard 1 is unreachable", headers={"Retry-After": "1"}
     ),
@@ -64,6 +69,11 @@ PROBLEM_TYPES: dict[type[errors.InventoryError], ProblemType] = {
         503, "Payment provider unavailable", "the payment provider is unreachable", {"Retry-After": "1"}
     ),
     errors.CheckoutNotFound: ProblemType(404, "Checkout not found", "no checkout for order 'ord-1001'"),
+    errors.OrderIdReused: ProblemType(
+        409,
+        "Order id already used",
+        "order id 'ord-1001' is already used by another order; use a new order id",
+    ),
     errors.CancelRefused: ProblemType(
         409, "Too late to cancel", "checkout is CONFIRMING; it can no longer be cancelled"
     ),

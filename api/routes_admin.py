@@ -25,7 +25,14 @@ from api.errors import (
 from api.idempotency import REPLAYED_HEADER, IdempotencyKey, as_response, fingerprint, json_answer, run_once
 from api.models import ImportReport, PathCode, Receipt, SetStock
 from api.problems import problem_responses
-from domain.errors import BelowReserved, InvalidInput, ShardUnavailable, UnknownSku, VersionConflict
+from domain.errors import (
+    BelowReserved,
+    IdempotencyKeyConflict,
+    InvalidInput,
+    ShardUnavailable,
+    UnknownSku,
+    VersionConflict,
+)
 from domain.stock import StockLevel
 from store.bulk_import import import_stock
 from store.idempotency import StoredResponse
@@ -138,6 +145,7 @@ async def put_stock(
             PayloadTooLarge,
             InvalidInput,
             IdempotencyKeyReused,
+            IdempotencyKeyConflict,
             ShardUnavailable,
         ),
     },

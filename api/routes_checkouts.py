@@ -34,6 +34,7 @@ from domain.errors import (
     CancelRefused,
     CheckoutNotFound,
     InvalidInput,
+    OrderIdReused,
     OutOfStock,
     ReservationClosed,
     ShardUnavailable,
@@ -94,6 +95,7 @@ CHECKOUT_EXAMPLES = {
             *_AUTH_ERRORS,
             OutOfStock,
             ReservationClosed,
+            OrderIdReused,
             PayloadTooLarge,
             InvalidInput,
             IdempotencyKeyReused,
@@ -132,11 +134,18 @@ async def post_checkout(
         return as_response(problem_answer(refusal_for(sold_out), instance), replayed=False)
 
     async def start(first: bool) -> StoredResponse:
-        # A duplicate of a request still running is never screened: it attaches to the same checkout.
+        # A duplicate of a request still running, or a retry after a 503, is never screened: it
+        # attaches to the checkout its first attempt may have started.
         return json_answer(202, await start_checkout(deps.checkouts, checkout, screen=first))
 
     answer, replayed = await run_once(
-        deps.databases.core, principal, key, fingerprint("POST /v1/checkouts", body), instance, start
+        deps.databases.core,
+        principal,
+        key,
+        fingerprint("POST /v1/checkouts", body),
+        instance,
+        start,
+        keep_claim=True,
     )
     location = {"Location": checkout_path(checkout.order_id)} if answer.status == 202 else None
     return as_response(answer, replayed=replayed, headers=location)

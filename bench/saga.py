@@ -27,6 +27,7 @@ from activities.models import (
     ChargeOutcome,
     CommitInput,
     FinishOrderInput,
+    PinInput,
     PreparedOrder,
     PrepareOrderInput,
     RefundInput,
@@ -72,6 +73,10 @@ class NoopActivities:
     async def release_stock(self, inp: ReleaseInput) -> TransitionOutcome:
         return TransitionOutcome(order_id=inp.order_id, moved_lines=0, state=None)
 
+    @activity.defn(name="pin_stock")
+    async def pin_stock(self, inp: PinInput) -> TransitionOutcome:
+        return TransitionOutcome(order_id=inp.order_id, moved_lines=1, state=HoldState.HELD)
+
     @activity.defn(name="commit_stock")
     async def commit_stock(self, inp: CommitInput) -> TransitionOutcome:
         return TransitionOutcome(order_id=inp.order_id, moved_lines=1, state=HoldState.COMMITTED)
@@ -89,7 +94,7 @@ class NoopActivities:
         return RefundOutcome(refunded_minor=0)
 
     def all(self) -> list[Any]:
-        return [self.prepare_order, self.reserve_stock, self.release_stock, self.commit_stock,
+        return [self.prepare_order, self.reserve_stock, self.release_stock, self.pin_stock, self.commit_stock,
                 self.finish_order, self.charge_payment, self.refund_payment]  # fmt: skip
 
 

@@ -11,7 +11,14 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from domain.stock import MAX_LINES_PER_ORDER, OrderId, Shortage, StockLine, check_distinct_lines
+from domain.stock import (
+    MAX_LINES_PER_ORDER,
+    CustomerId,
+    OrderId,
+    Shortage,
+    StockLine,
+    check_distinct_lines,
+)
 
 TASK_QUEUE = "inventory-saga"
 
@@ -36,6 +43,28 @@ class CheckoutRequest(Loose):
     lines: list[CheckoutLine]
     payment_token: str
     currency: str = "USD"
+
+
+class OrderSummary(Loose):
+    """What one order id stands for: who buys what. A second checkout under the same id must match."""
+
+    customer_id: str
+    currency: str = "USD"
+    lines: list[CheckoutLine]
+
+    @classmethod
+    def of(cls, request: CheckoutRequest) -> OrderSummary:
+        lines = sorted(request.lines, key=lambda ln: (ln.sku, ln.location))
+        return cls(customer_id=request.customer_id, currency=request.currency, lines=lines)
+
+    def conflict_with(self, other: OrderSummary, order_id: str) -> str | None:
+        """Why ``other`` cannot be checked out under ``order_id`` when this one was, or None."""
+        if other == self:
+            return None
+        return (
+            f"order id {order_id!r} is already used by another order (customer {self.customer_id!r}, "
+            f"{len(self.lines)} line(s)); use a new order id"
+        )
 
 
 class CheckoutStatus(StrEnum):
@@ -78,6 +107,9 @@ class CheckoutView(CheckoutResult):
 
     customer_id: str
     cancel_requested: bool = False
+    #: Set while a step that must succeed (a refund, a release, recording the order) keeps failing:
+    #: the checkout retries it and an operator should look.
+    attention: str | None = None
 
 
 class ReservationView(Loose):
@@ -103,11 +135,12 @@ class CancelResult(Loose):
     status: CheckoutStatus
 
 
-def validate_checkout(request: CheckoutRequest) -> str | None:
+def validate_checkout(request: CheckoutRequest, *, started_before_order_id_rule: bool = False) -> str | None:
     """Why the request cannot be checked out, or None. Uses the strict domain types as the rules."""
     problems = []
     try:
-        _StrictOrder.model_validate({"order_id": request.order_id, "customer_id": request.customer_id})
+        rule = _OrderBeforeIdRule if started_before_order_id_rule else _StrictOrder
+        rule.model_validate({"order_id": request.order_id, "customer_id": request.customer_id})
     except ValidationError as exc:
         problems.extend(_messages(exc))
     if not request.lines:
@@ -131,7 +164,14 @@ def validate_checkout(request: CheckoutRequest) -> str | None:
 
 class _StrictOrder(BaseModel):
     order_id: OrderId
-    customer_id: OrderId
+    customer_id: CustomerId
+
+
+class _OrderBeforeIdRule(BaseModel):
+    """The rule a checkout started before order ids lost '/' was checked by; its replay must agree."""
+
+    order_id: CustomerId
+    customer_id: CustomerId
 
 
 def _messages(exc: ValidationError, prefix: str = "") -> list[str]:

@@ -57,6 +57,13 @@ class ReservationClosed(InventoryError):
     code = "reservation_closed"
 
 
+class IdempotencyKeyConflict(InventoryError):
+    """An idempotency key came back with a different request: replaying the first would hide the
+    mismatch, and applying the second would break the key's promise of one effect."""
+
+    code = "idempotency_key_conflict"
+
+
 class ShardUnavailable(InventoryError):
     code = "unavailable"
     retryable = True
@@ -89,6 +96,12 @@ class CancelRefused(InventoryError):
     """The checkout is confirming or already over; it can no longer be cancelled."""
 
     code = "too_late_to_cancel"
+
+
+class OrderIdReused(InventoryError):
+    """The order id already stands for another order (other lines or another customer)."""
+
+    code = "order_id_reused"
 
 
 class PaymentOutcomeUnknown(PaymentUnavailable):

@@ -13,10 +13,16 @@ MAX_LINES_PER_ORDER = 100
 DEFAULT_LOCATION = "main"
 
 _CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+#: The code rule less '/': an order id is one URL path segment (``/v1/checkouts/{order_id}``), so an id
+#: with '/' could be started but never followed. The API's path parameter reuses this rule.
+ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+MAX_ORDER_ID_LENGTH = 100
 
 Sku = Annotated[str, Field(min_length=1, max_length=MAX_SKU_LENGTH, pattern=_CODE_PATTERN)]
 Location = Annotated[str, Field(min_length=1, max_length=64, pattern=_CODE_PATTERN)]
-OrderId = Annotated[str, Field(min_length=1, max_length=100, pattern=_CODE_PATTERN)]
+OrderId = Annotated[str, Field(min_length=1, max_length=MAX_ORDER_ID_LENGTH, pattern=ORDER_ID_PATTERN)]
+#: Customer ids never appear in a path, so they keep the general code rule.
+CustomerId = Annotated[str, Field(min_length=1, max_length=MAX_ORDER_ID_LENGTH, pattern=_CODE_PATTERN)]
 Quantity = Annotated[int, Field(gt=0, le=MAX_LINE_QUANTITY)]
 
 

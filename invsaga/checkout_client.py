@@ -7,6 +7,8 @@ twice attaches to the first checkout, and the caller can get the stock decision 
 
 from __future__ import annotations
 
+from typing import cast
+
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -32,12 +34,13 @@ from domain.checkout import (
     CheckoutResult,
     CheckoutStatus,
     CheckoutView,
+    OrderSummary,
     RejectReason,
     ReservationView,
     validate_checkout,
     workflow_id_for,
 )
-from domain.errors import CancelRefused, CheckoutNotFound, InvalidInput
+from domain.errors import CancelRefused, CheckoutNotFound, InvalidInput, OrderIdReused
 from domain.stock import Shortage
 from invsaga.settings import Settings
 from invsaga.temporal import connect
@@ -95,12 +98,23 @@ class CheckoutClient:
             refusal = await self.screen(request)
             if refusal is not None:
                 return refusal
+        summary = OrderSummary.of(request)
         try:
             view: ReservationView = await self.client.execute_update_with_start_workflow(
-                CheckoutWorkflow.reservation, start_workflow_operation=self._start_operation(request)
+                CheckoutWorkflow.reservation, summary, start_workflow_operation=self._start_operation(request)
             )
+        except WorkflowUpdateFailedError as err:
+            # The running checkout under this order id is another order's (its validator said so).
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == OrderIdReused.code:
+                raise OrderIdReused(cause.message, order_id=request.order_id) from err
+            raise
         except WorkflowAlreadyStartedError:
-            # The order's checkout already finished: answer from its result, start nothing.
+            # The order's checkout already finished: answer from its result if it is this order.
+            first = OrderSummary.of(await self._first_request(request.order_id))
+            problem = first.conflict_with(summary, request.order_id)
+            if problem:
+                raise OrderIdReused(problem, order_id=request.order_id) from None
             result = await self.result(request.order_id)
             return ReservationView(
                 order_id=result.order_id,
@@ -113,6 +127,15 @@ class CheckoutClient:
         if hint is not None:
             self._learn(view.shortages, tokens)
         return view
+
+    async def _first_request(self, order_id: str) -> CheckoutRequest:
+        """The request the order's checkout was started with: its history's first event. Read from the
+        server, so no worker has to replay the checkout to answer (a query would)."""
+        async for event in self.handle(order_id).fetch_history_events(page_size=1):
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            (first,) = await self.client.data_converter.decode(payloads, [CheckoutRequest])
+            return cast(CheckoutRequest, first)
+        raise CheckoutNotFound(f"no checkout for order {order_id!r}", order_id=order_id)
 
     async def screen(self, request: CheckoutRequest) -> ReservationView | None:
         """The "out of stock" answer for a request that can be refused without starting anything, else

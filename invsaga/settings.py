@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     #: OTLP endpoint for traces (needs the `otel` extra); empty disables tracing.
     otel_endpoint: str = ""
 
+    # The order reconciler's Temporal Schedule (workers create it; `invsaga reconcile` runs it by hand).
+    reconcile_every_seconds: int = Field(300, ge=10)
+    #: Off: the scheduled run only reports. On: it also applies the safe, idempotent fixes.
+    reconcile_repair: bool = False
+    #: How far back the scheduled run reads orders; 0 reads them all. Orders holding stock always count.
+    reconcile_since_seconds: int = Field(86_400, ge=0)
+
     # HTTP API process.
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)

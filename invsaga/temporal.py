@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio.client import (
     Client,
     Schedule,
@@ -11,12 +13,16 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 
+from activities.reconcile import ReconcileInput
 from domain.errors import ConfigurationError
 from invsaga.settings import Settings
+from workflows import order_reconciler
 from workflows.hold_sweeper import SCHEDULE_ID, SWEEP_EVERY, HoldSweeperWorkflow
 
 
@@ -49,3 +55,44 @@ async def ensure_sweeper_schedule(client: Client, task_queue: str) -> bool:
     except ScheduleAlreadyRunningError:
         return False
     return True
+
+
+async def ensure_reconciler_schedule(client: Client, task_queue: str, every: timedelta) -> bool:
+    """Create the order-reconciler schedule, or bring its interval and task queue in line with the
+    settings (``INVSAGA_RECONCILE_EVERY_SECONDS`` takes effect at the next worker start); returns
+    whether anything changed."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            order_reconciler.OrderReconcilerWorkflow.run,
+            ReconcileInput(),
+            id=f"{order_reconciler.SCHEDULE_ID}-run",
+            task_queue=task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        # A run slower than the interval makes the next one skip, never pile up; a run missed while
+        # Temporal was down is not made up, since the next run reads everything again anyway.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=every),
+    )
+    try:
+        await client.create_schedule(order_reconciler.SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+        pass
+    else:
+        return True
+    changed = False
+
+    def update(current: ScheduleUpdateInput) -> ScheduleUpdate | None:
+        nonlocal changed
+        existing = current.description.schedule
+        action = existing.action
+        if (
+            isinstance(action, ScheduleActionStartWorkflow)
+            and action.task_queue == task_queue
+            and [interval.every for interval in existing.spec.intervals] == [every]
+        ):
+            return None
+        changed = True
+        return ScheduleUpdate(schedule=schedule)
+
+    await client.get_schedule_handle(order_reconciler.SCHEDULE_ID).update(update)
+    return changed

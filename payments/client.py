@@ -26,7 +26,7 @@ from domain.errors import (
     PaymentOutcomeUnknown,
     PaymentUnavailable,
 )
-from payments.models import Charge, ChargeStatus, Refund
+from payments.models import Charge, ChargeStatus, Refund, Void
 from payments.problems import CHARGE_NOT_FOUND, Problem
 
 __all__ = ["Charge", "ChargeStatus", "PaymentClient", "PaymentOutcomeUnknown", "Refund"]
@@ -77,6 +77,12 @@ class PaymentClient:
         if response.status_code == HTTPStatus.NOT_FOUND and _problem(response).is_a(CHARGE_NOT_FOUND):
             return None
         return _parse(Charge, response)
+
+    async def void_charges(self, idempotency_key: str) -> Charge | None:
+        """Make sure no charge with ``idempotency_key`` can land from now on; returns the one that
+        already did, if any. Safe to repeat."""
+        body = {"charge_idempotency_key": idempotency_key}
+        return _parse(Void, await self._send("POST", "/v1/voids", json=body)).charge
 
     async def refund(self, idempotency_key: str, charge_id: str, amount: int) -> Refund:
         """Refund ``amount`` of a succeeded charge once per key; a replay answers the first refund."""

@@ -31,8 +31,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from payments.models import Charge, ChargeRequest, ChargeStatus, Refund, RefundRequest
+from payments.models import Charge, ChargeRequest, ChargeStatus, Refund, RefundRequest, Void
 from payments.problems import (
+    CHARGE_KEY_VOIDED,
     CHARGE_NOT_FOUND,
     CHARGE_NOT_REFUNDABLE,
     IDEMPOTENCY_KEY_REUSED,
@@ -72,6 +73,14 @@ refunds = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("amount > 0", name="refunds_amount_positive"),
     Index("refunds_by_charge", "charge_id"),
+)
+
+#: Charge keys that may never charge again: the caller gave up on the charge (a "technical cancel").
+voided_keys = Table(
+    "voided_keys",
+    metadata,
+    Column("idempotency_key", Text, primary_key=True),
+    Column("voided_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 #: Attempts per charge idempotency key, counted durably so ``tok_flaky_<N>`` holds across processes.
@@ -162,6 +171,11 @@ class Ledger:
             .returning(*charges.c)
         )
         async with self._engine.begin() as conn:
+            await _lock_key(conn, key)
+            if await conn.scalar(
+                select(voided_keys.c.idempotency_key).where(voided_keys.c.idempotency_key == key)
+            ):
+                raise Rejected(CHARGE_KEY_VOIDED, f"Idempotency-Key {key!r} was voided: nothing was charged")
             row = (await conn.execute(statement)).first()
             if row is not None:
                 return _charge(row), False
@@ -172,6 +186,17 @@ class Ledger:
         if not existing.same_request(request):
             raise _reused(key)
         return existing, True
+
+    async def void_key(self, key: str) -> Void:
+        """Void ``key`` so no charge can be made with it any more; returns the charge made before, if any.
+
+        The charge and the void take the same per-key lock, so exactly one comes first: a charge in
+        flight either landed before (and is returned, for the caller to refund) or is refused."""
+        async with self._engine.begin() as conn:
+            await _lock_key(conn, key)
+            await conn.execute(insert(voided_keys).values(idempotency_key=key).on_conflict_do_nothing())
+            row = (await conn.execute(select(charges).where(charges.c.idempotency_key == key))).first()
+        return Void(charge_idempotency_key=key, charge=None if row is None else _charge(row))
 
     async def find_charge(self, *, charge_id: str | None = None, key: str | None = None) -> Charge | None:
         column, value = (
@@ -225,6 +250,10 @@ class Ledger:
             .values(refunded_amount=charges.c.refunded_amount + request.amount)
         )
         return _refund(row)
+
+
+async def _lock_key(conn: AsyncConnection, key: str) -> None:
+    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
 
 
 def _ensure_refundable(charge: Charge | None, request: RefundRequest) -> None:

@@ -59,6 +59,23 @@ class Charge(BaseModel):
         )
 
 
+class VoidRequest(BaseModel):
+    """Void a charge idempotency key: from now on no charge with it can be made."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    charge_idempotency_key: Identifier
+
+
+class Void(BaseModel):
+    """A voided key, and the charge that was made with it before the void, if any."""
+
+    model_config = ConfigDict(frozen=True)
+
+    charge_idempotency_key: str
+    charge: Charge | None = None
+
+
 class RefundRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -41,6 +41,9 @@ REFUND_EXCEEDS_CHARGE = ProblemType(
 TEMPORARILY_UNAVAILABLE = ProblemType(
     "temporarily-unavailable", 503, "The card network is unavailable; nothing was charged, retry later"
 )
+CHARGE_KEY_VOIDED = ProblemType(
+    "charge-key-voided", 409, "Charges with this Idempotency-Key were voided; nothing was charged"
+)
 INTERNAL_ERROR = ProblemType("internal-error", 500, "The provider failed; the outcome is unknown")
 
 

@@ -10,6 +10,11 @@ Amounts are integer minor units with an ISO 4217 currency. Errors are ``applicat
                            first answer (header ``Idempotent-Replayed: true``); the same key with
                            another body -> 409.
     GET  /v1/charges?idempotency_key=K, GET /v1/charges/{id}   -> 200 charge, or 404.
+    POST /v1/voids         {charge_idempotency_key} -> 200 {charge_idempotency_key, charge}: no charge
+                           can be made with that key any more (a later POST answers 409
+                           charge-key-voided); ``charge`` is the one made before the void, if any.
+                           The caller that gave up on a charge voids its key before refunding, so a
+                           request still in flight cannot land after the refund looked.
     POST /v1/refunds       Idempotency-Key header, {charge_id, amount} -> 201 refund, replayed by key;
                            more than remains, or a declined charge -> 409; an unknown charge -> 404.
     GET  /healthz          -> 200 once the database answers.
@@ -25,6 +30,8 @@ Test tokens stand in for the card network:
     tok_slow_<MS>   the charge is recorded as succeeded at once, but every POST answer for it is held back
                     MS milliseconds, so a client with a shorter timeout cannot know the outcome and has to
                     look the charge up by key.
+    tok_late_<MS>   the POST waits MS milliseconds before the charge is recorded (as succeeded): a charge
+                    that lands after its caller gave up.
     anything else   422 (``unknown-token``).
 """
 
@@ -48,7 +55,7 @@ from starlette.exceptions import HTTPException
 from domain.errors import ConfigurationError, PaymentUnavailable
 from invsaga.settings import to_asyncpg_url
 from payments.ledger import Ledger
-from payments.models import Charge, ChargeRequest, RefundRequest
+from payments.models import Charge, ChargeRequest, RefundRequest, Void, VoidRequest
 from payments.problems import (
     CHARGE_NOT_FOUND,
     IDEMPOTENCY_KEY_REQUIRED,
@@ -134,6 +141,8 @@ async def create_charge(body: ChargeRequest, key: KeyDep, ledger: LedgerDep) -> 
         raise Rejected(UNKNOWN_TOKEN, str(exc)) from None
     if behaviour.failures and await ledger.count_attempt(key) <= behaviour.failures:
         raise Rejected(TEMPORARILY_UNAVAILABLE, f"{body.token}: this attempt fails on purpose")
+    if behaviour.record_after_seconds:
+        await asyncio.sleep(behaviour.record_after_seconds)
     charge, replayed = await ledger.record_charge(key, body, behaviour.status)
     if behaviour.delay_seconds:
         await asyncio.sleep(behaviour.delay_seconds)
@@ -152,6 +161,11 @@ async def find_charge_by_key(
 @router.get("/v1/charges/{charge_id}", response_model=Charge)
 async def get_charge(charge_id: str, ledger: LedgerDep) -> Charge:
     return _found(await ledger.find_charge(charge_id=charge_id), f"no charge {charge_id!r}")
+
+
+@router.post("/v1/voids", response_model=Void)
+async def void_charge_key(body: VoidRequest, ledger: LedgerDep) -> Void:
+    return await ledger.void_key(body.charge_idempotency_key)
 
 
 @router.post("/v1/refunds", status_code=201)

@@ -15,6 +15,7 @@ MAX_SLOW_MS = 60_000
 
 _FLAKY = re.compile(r"tok_flaky_(\d{1,9})")
 _SLOW = re.compile(r"tok_slow_(\d{1,9})")
+_LATE = re.compile(r"tok_late_(\d{1,9})")
 
 
 class UnknownToken(ValueError):
@@ -28,6 +29,8 @@ class TokenBehaviour:
     failures: int = 0
     #: How long the answer to a POST is held back after the charge is recorded.
     delay_seconds: float = 0.0
+    #: How long a POST waits before the charge is recorded: a charge that lands late.
+    record_after_seconds: float = 0.0
 
 
 def behaviour_of(token: str) -> TokenBehaviour:
@@ -45,6 +48,12 @@ def behaviour_of(token: str) -> TokenBehaviour:
         if delay_ms > MAX_SLOW_MS:
             raise UnknownToken(f"tok_slow_<MS> allows at most {MAX_SLOW_MS} ms")
         return TokenBehaviour(delay_seconds=delay_ms / 1000)
+    if match := _LATE.fullmatch(token):
+        delay_ms = int(match.group(1))
+        if delay_ms > MAX_SLOW_MS:
+            raise UnknownToken(f"tok_late_<MS> allows at most {MAX_SLOW_MS} ms")
+        return TokenBehaviour(record_after_seconds=delay_ms / 1000)
     raise UnknownToken(
-        f"unknown test token {token!r}; use tok_success, tok_decline, tok_flaky_<N> or tok_slow_<MS>"
+        f"unknown test token {token!r}; use tok_success, tok_decline, tok_flaky_<N>, tok_slow_<MS>"
+        " or tok_late_<MS>"
     )

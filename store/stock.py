@@ -13,11 +13,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import Integer, Text
 
 from domain.errors import (
     BelowReserved,
+    IdempotencyKeyConflict,
     InvalidInput,
     ReservationClosed,
     ShardUnavailable,
@@ -57,8 +59,6 @@ _LOCK_ORDER_ROWS = text(
     " ORDER BY s.sku, s.location FOR UPDATE"
 ).bindparams(bindparam("skus", type_=ARRAY(Text)), bindparam("locations", type_=ARRAY(Text)))
 
-# Holds of the order on stock rows this transaction did not lock: a reserve landed in between.
-_HELD_UNLOCKED = text("SELECT count(*) FROM reservations WHERE order_id = :order_id AND state = 'held'")
 
 _LOCKED_ONLY = (
     " AND (sku, location) IN (SELECT u.s, u.l FROM unnest(:locked_skus, :locked_locations) AS u(s, l))"
@@ -67,6 +67,30 @@ _LOCKED_PARAMS = (
     bindparam("locked_skus", type_=ARRAY(Text)),
     bindparam("locked_locations", type_=ARRAY(Text)),
 )
+
+# Holds of the order on stock rows this transaction did not lock: a reserve landed in between.
+_HELD_UNLOCKED = text(
+    "SELECT count(*) FROM reservations WHERE order_id = :order_id AND state = 'held'"
+    " AND (sku, location) NOT IN (SELECT u.s, u.l FROM unnest(:locked_skus, :locked_locations) AS u(s, l))"
+).bindparams(*_LOCKED_PARAMS)
+
+# Read after the order's stock rows are locked: every writer of a hold locks its stock row first, so
+# these counts cannot change before this transaction ends.
+_ORDER_STATES = text(
+    "SELECT state, count(*) AS lines FROM reservations WHERE order_id = :order_id GROUP BY state"
+)
+
+# Pinning is the checkout saying "I am about to charge for these": the sweeper skips pinned holds.
+_PIN = text(
+    """
+    WITH pinned AS (
+        UPDATE reservations SET pinned_at = now(), updated_at = now()
+         WHERE order_id = :order_id AND state = 'held' AND pinned_at IS NULL LOCKED_ONLY
+        RETURNING 1
+    )
+    SELECT count(*) FROM pinned
+    """.replace("LOCKED_ONLY", _LOCKED_ONLY)
+).bindparams(*_LOCKED_PARAMS)
 
 _RELEASE = text(
     """
@@ -125,15 +149,9 @@ _COMMIT = text(
     """.replace("LOCKED_ONLY", _LOCKED_ONLY)
 ).bindparams(*_LOCKED_PARAMS)
 
-_ORDER_STATE = text(
-    "SELECT CASE WHEN bool_or(state = 'held') THEN 'held'"
-    " WHEN bool_or(state = 'committed') THEN 'committed' ELSE min(state) END"
-    " FROM reservations WHERE order_id = :order_id"
-)
-
 _DUE_HOLDS = text(
     "SELECT order_id, sku, location FROM reservations"
-    " WHERE state = 'held' AND expires_at < now() ORDER BY expires_at LIMIT :limit"
+    " WHERE state = 'held' AND pinned_at IS NULL AND expires_at < now() ORDER BY expires_at LIMIT :limit"
 )
 
 _LOCK_ROWS = text(
@@ -147,7 +165,7 @@ _EXPIRE = text(
     WITH moved AS (
         UPDATE reservations SET state = 'expired', updated_at = now()
          WHERE (order_id, sku, location) IN (SELECT * FROM unnest(:orders, :skus, :locations))
-           AND state = 'held' AND expires_at < now()
+           AND state = 'held' AND pinned_at IS NULL AND expires_at < now()
         RETURNING order_id, sku, location, quantity
     ), stock AS (
         UPDATE stock_levels s
@@ -185,6 +203,16 @@ _RECEIVE = text(
     RETURNING s.sku, s.location, s.on_hand, s.reserved, s.version
     """
 )
+
+# A replayed receipt: what its key received first (the key names its sku and location), and the level.
+_RECEIVED = text(
+    "SELECT m.delta_on_hand AS received, s.sku, s.location, s.on_hand, s.reserved, s.version"
+    " FROM stock_movements m JOIN stock_levels s ON s.sku = m.sku AND s.location = m.location"
+    " WHERE m.idempotency_key = :key"
+)
+
+#: Postgres' numeric_value_out_of_range: on_hand would pass bigint.
+_OUT_OF_RANGE = "22003"
 
 # Compare-and-set. The snapshot row `cur` must carry the expected version too, so the ledger delta
 # is computed from exactly the on_hand that version had.
@@ -343,37 +371,56 @@ class StockStore:
 
         Pass the lines the order asked for: if the reserve has not landed yet, they fence it out.
         """
+        params = self._order_params(shard, order_id, lines)
+        params["quantities"] = [ln.quantity for ln in lines]
+        moved, states = await self._move_holds(shard, _RELEASE, params, whole=False)
+        return TransitionOutcome(order_id=order_id, moved_lines=moved, state=_summary(states))
+
+    async def pin(self, shard: int, order_id: str, lines: Sequence[StockLine]) -> TransitionOutcome:
+        """Pin every hold of the order on this shard, or none: from now on no sweeper may expire them.
+
+        A checkout pins before it charges. Refused (``ReservationClosed``, nothing changed) when any of
+        ``lines`` is not held any more, so a buyer is never charged for units that were already freed.
+        """
+        params = self._order_params(shard, order_id, lines)
+        moved, states = await self._move_holds(shard, _PIN, params, whole=True, lines=len(lines))
+        if not states or not states.keys() <= _ALIVE or sum(states.values()) != len(lines):
+            raise _closed(order_id, shard, "pinned", states)
+        return TransitionOutcome(order_id=order_id, moved_lines=moved, state=_summary(states))
+
+    async def commit(self, shard: int, order_id: str) -> TransitionOutcome:
+        """Turn every hold of the order on this shard into a sale, or none. Replays are no-ops.
+
+        Any line expired or released refuses the whole commit (``ReservationClosed``, nothing moved):
+        selling the rest would confirm an order with a line missing.
+        """
+        params = self._order_params(shard, order_id, ())
+        moved, states = await self._move_holds(shard, _COMMIT, params, whole=True)
+        if set(states) != {HoldState.COMMITTED}:
+            raise _closed(order_id, shard, "committed", states)
+        return TransitionOutcome(order_id=order_id, moved_lines=moved, state=HoldState.COMMITTED)
+
+    def _order_params(self, shard: int, order_id: str, lines: Sequence[StockLine]) -> dict[str, Any]:
         self.validate_routing(shard, lines)
-        params = {
+        return {
             "order_id": order_id,
             "skus": [ln.sku for ln in lines],
             "locations": [ln.location for ln in lines],
-            "quantities": [ln.quantity for ln in lines],
         }
-        moved, state = await self._move_holds(shard, _RELEASE, params)
-        return TransitionOutcome(
-            order_id=order_id, moved_lines=moved, state=HoldState(state) if state else None
-        )
 
-    async def commit(self, shard: int, order_id: str) -> TransitionOutcome:
-        """Turn the order's holds into a sale. Replays are no-ops; a lost hold is an error."""
-        params = {"order_id": order_id, "skus": [], "locations": []}
-        moved, state = await self._move_holds(shard, _COMMIT, params)
-        if state != HoldState.COMMITTED:
-            raise ReservationClosed(
-                f"order {order_id} has no hold to commit on shard {shard} (state: {state or 'none'})",
-                order_id=order_id,
-                shard=shard,
-                state=state,
-            )
-        return TransitionOutcome(order_id=order_id, moved_lines=moved, state=HoldState.COMMITTED)
+    async def _move_holds(
+        self, shard: int, statement: Any, params: dict[str, Any], *, whole: bool, lines: int = 0
+    ) -> tuple[int, dict[str, int]]:
+        """Lock the order's stock rows in key order, then apply ``statement`` to its holds on exactly
+        those rows; returns how many lines it moved and the order's lines per state afterwards.
 
-    async def _move_holds(self, shard: int, statement: Any, params: dict[str, Any]) -> tuple[int, str | None]:
-        """Lock the order's stock rows in key order, then move its holds on exactly those rows.
-
-        A reserve of the same order can commit between the two steps, on rows not yet locked; taking
-        those locks now would break the global lock order, so the transaction rolls back and retries.
+        ``whole``: the order moves as one. If any of its lines is neither held nor committed (or fewer
+        than ``lines`` exist), nothing is applied and the states found are returned for the caller to
+        refuse. A reserve of the same order can commit between the lock and the move, on rows not yet
+        locked; taking those locks now would break the global lock order, so the transaction rolls back
+        and retries.
         """
+        order = {"order_id": params["order_id"]}
         for _ in range(_MOVE_ATTEMPTS):
             async with unavailable_as(shard_label(shard)), self._engine(shard).connect() as conn:
                 transaction = await conn.begin()
@@ -383,13 +430,18 @@ class StockStore:
                     "locked_skus": [row.sku for row in locked],
                     "locked_locations": [row.location for row in locked],
                 }
+                if whole:
+                    before = await _order_states(conn, order)
+                    if not before or not before.keys() <= _ALIVE or sum(before.values()) < lines:
+                        await transaction.rollback()
+                        return 0, before
                 moved = int(await conn.scalar(statement, scoped) or 0)
-                if await conn.scalar(_HELD_UNLOCKED, {"order_id": params["order_id"]}):
+                if await conn.scalar(_HELD_UNLOCKED, {**order, **scoped}):
                     await transaction.rollback()
                     continue
-                state = await conn.scalar(_ORDER_STATE, {"order_id": params["order_id"]})
+                after = await _order_states(conn, order)
                 await transaction.commit()
-                return moved, state
+                return moved, after
         raise ShardUnavailable(
             f"order {params['order_id']} kept gaining holds on shard {shard} while being moved",
             database=shard_label(shard),
@@ -431,24 +483,40 @@ class StockStore:
         idempotency_key: str,
         reference: str = "receipt",
     ) -> StockLevel:
-        """Add received units. The same key twice adds them once."""
+        """Add received units. The same key twice adds them once.
+
+        The key is scoped to the sku and location, so one purchase order's key can receive each of its
+        lines; the same key with another quantity is refused, since replaying it would hide the mismatch.
+        """
         check_quantity(quantity, minimum=1)
         shard = self.router.shard_of(sku)
-        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
-            row = (
-                await conn.execute(
-                    _RECEIVE,
-                    {
-                        "sku": sku,
-                        "location": location,
-                        "quantity": quantity,
-                        "reference": reference,
-                        "key": f"receive:{idempotency_key}",
-                    },
-                )
-            ).first()
-            if row is None:
-                row = (await conn.execute(_LEVEL, {"sku": sku, "location": location})).one()
+        key = f"receive:{sku}@{location}:{idempotency_key}"
+        params = {"sku": sku, "location": location, "quantity": quantity, "reference": reference, "key": key}
+        try:
+            async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
+                row = (await conn.execute(_RECEIVE, params)).first()
+                if row is None:
+                    row = (await conn.execute(_RECEIVED, {"key": key})).one()
+                    if row.received != quantity:
+                        raise IdempotencyKeyConflict(
+                            f"idempotency key {idempotency_key!r} already received {row.received} units "
+                            f"of {sku}@{location}, not {quantity}; use a new key",
+                            sku=sku,
+                            location=location,
+                            idempotency_key=idempotency_key,
+                            received=row.received,
+                            quantity=quantity,
+                        )
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _OUT_OF_RANGE:
+                raise
+            raise InvalidInput(
+                f"receiving {quantity} units would take {sku}@{location} past the largest on_hand, "
+                f"{MAX_QUANTITY}",
+                sku=sku,
+                location=location,
+                quantity=quantity,
+            ) from None
         return _level(row)
 
     async def adjust(
@@ -509,6 +577,33 @@ class StockStore:
             for level in batch:
                 levels.setdefault(level.sku, []).append(level)
         return levels
+
+
+_ALIVE = {HoldState.HELD.value, HoldState.COMMITTED.value}
+
+
+async def _order_states(conn: Any, order: dict[str, str]) -> dict[str, int]:
+    return {row.state: int(row.lines) for row in (await conn.execute(_ORDER_STATES, order)).all()}
+
+
+def _summary(states: dict[str, int]) -> HoldState | None:
+    """One state for the order's lines on a shard: held while any is held, then committed, else the
+    first of the rest (they are all ends: released or expired)."""
+    for state in (HoldState.HELD, HoldState.COMMITTED, HoldState.EXPIRED, HoldState.RELEASED):
+        if state in states:
+            return state
+    return None
+
+
+def _closed(order_id: str, shard: int, wanted: str, states: dict[str, int]) -> ReservationClosed:
+    found = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+    return ReservationClosed(
+        f"order {order_id} cannot be {wanted} on shard {shard}: its lines there are {found}",
+        order_id=order_id,
+        shard=shard,
+        state=_summary(states),
+        lines=states,
+    )
 
 
 def _outcome(request: ReserveRequest, rows: list[Any]) -> ReserveOutcome:

@@ -24,8 +24,9 @@ from temporalio.worker import Interceptor, Worker
 from activities.inventory import InventoryActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
+from activities.reconcile import ReconcileActivities
 from invsaga.settings import Settings
-from invsaga.temporal import connect, ensure_sweeper_schedule
+from invsaga.temporal import connect, ensure_reconciler_schedule, ensure_sweeper_schedule
 from payments.client import PaymentClient
 from store.batching import ReservationBatcher
 from store.databases import Databases
@@ -35,6 +36,7 @@ from workers.tracing import tracing
 from workers.versioning import deployment_config
 from workflows.checkout import CheckoutWorkflow
 from workflows.hold_sweeper import HoldSweeperWorkflow
+from workflows.order_reconciler import OrderReconcilerWorkflow
 
 log = logging.getLogger("invsaga.worker")
 
@@ -73,25 +75,30 @@ def build_worker(
     *,
     task_queue: str | None = None,
     inventory: InventoryActivities | None = None,
+    orders: OrderActivities | None = None,
+    payments: PaymentActivities | None = None,
     interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
     """The worker for ``settings``; tests pass their own task queue, and may wrap the activities."""
     inventory = inventory or InventoryActivities(deps.store, deps.batcher)
-    orders = OrderActivities(deps.databases, settings)
-    payments = PaymentActivities(deps.payments)
+    orders = orders or OrderActivities(deps.databases, settings)
+    payments = payments or PaymentActivities(deps.payments)
+    reconciler = ReconcileActivities(deps.databases, deps.store, client, deps.payments, settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[CheckoutWorkflow, HoldSweeperWorkflow],
+        workflows=[CheckoutWorkflow, HoldSweeperWorkflow, OrderReconcilerWorkflow],
         activities=[
             inventory.reserve_stock,
             inventory.release_stock,
+            inventory.pin_stock,
             inventory.commit_stock,
             inventory.expire_holds,
             orders.prepare_order,
             orders.finish_order,
             payments.charge_payment,
             payments.refund_payment,
+            reconciler.reconcile_orders,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
@@ -139,6 +146,9 @@ async def run_worker(
             deps = await stack.enter_async_context(WorkerDeps.open(settings))
             if await ensure_sweeper_schedule(client, settings.task_queue):
                 log.info("created the hold-sweeper schedule")
+            every = timedelta(seconds=settings.reconcile_every_seconds)
+            if await ensure_reconciler_schedule(client, settings.task_queue, every):
+                log.info("order-reconciler schedule set to every %s", every)
             await _serve(
                 build_worker(client, settings, deps, interceptors=interceptors), settings, stop, health
             )

@@ -1,8 +1,10 @@
-"""The checkout saga: reserve stock on every shard, charge, then commit and confirm.
+"""The checkout saga: reserve stock on every shard, pin it, charge, then commit and confirm.
 
 Each compensation is registered before its step runs, because a step that timed out may still have
 taken effect. On rejection, a cancel request or a cancelled workflow, the registered compensations run
-in reverse, shielded from cancellation. Once the charge has succeeded there is only forward recovery.
+in reverse, shielded from cancellation, and each is retried until it succeeds. The holds are pinned
+before the charge, so no sweeper can free units the buyer is paying for. Once the charge has succeeded
+there is only forward recovery: confirmation runs to the end, shielded, and no cancel can undo it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.inventory import InventoryActivities
@@ -22,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         ChargeOutcome,
         CommitInput,
         FinishOrderInput,
+        PinInput,
         PreparedOrder,
         PrepareOrderInput,
         RefundInput,
@@ -38,11 +41,12 @@ with workflow.unsafe.imports_passed_through():
         CheckoutResult,
         CheckoutStatus,
         CheckoutView,
+        OrderSummary,
         RejectReason,
         ReservationView,
         validate_checkout,
     )
-    from domain.errors import CancelRefused
+    from domain.errors import CancelRefused, OrderIdReused, ReservationClosed
     from domain.stock import HoldState, ReserveOutcome, Shortage
     from workflows import search_attributes as sa
 
@@ -52,8 +56,14 @@ LOCAL_DEADLINE = timedelta(minutes=2)
 # Compensations and confirmation must eventually succeed: retry until they do.
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 INPUT_ERRORS = ["invalid_input", "unknown_sku"]
+#: Histories recorded before this patch have no pinning and end a failed compensation REJECTED.
+ORDER_ENDS_RIGHT = "order-ends-right-1"
+#: A step that must succeed but failed for good is retried after this, doubling up to the maximum.
+STUCK_RETRY_FIRST = timedelta(seconds=30)
+STUCK_RETRY_MAX = timedelta(hours=1)
 
 Compensation = Callable[[], Awaitable[None]]
+Step = Callable[[], Awaitable[object]]
 
 
 class _Rejected(Exception):
@@ -85,6 +95,8 @@ class CheckoutWorkflow:
         self._prepared: PreparedOrder | None = None
         self._charge: ChargeOutcome | None = None
         self._charge_task: asyncio.Future[ChargeOutcome] | None = None
+        self._attention: str | None = None
+        self._ends_right = False
 
     @workflow.run
     async def run(self, request: CheckoutRequest) -> CheckoutResult:
@@ -98,7 +110,7 @@ class CheckoutWorkflow:
                 self._end(CheckoutStatus.REJECTED, rejection.reason, rejection.detail, rejection.shortages)
             )
         except (ActivityError, ApplicationError) as err:
-            # A dependency stayed down past every retry: undo what was done and say so.
+            # A dependency stayed down past every retry before the charge: undo what was done, say so.
             workflow.logger.warning("checkout failed: %s", _message(err))
             result = await self._shielded(
                 self._end(CheckoutStatus.REJECTED, RejectReason.UNAVAILABLE, _message(err))
@@ -110,7 +122,8 @@ class CheckoutWorkflow:
     # --- the steps -----------------------------------------------------------------------------
 
     async def _checkout(self, request: CheckoutRequest) -> CheckoutResult:
-        problem = validate_checkout(request)
+        self._ends_right = workflow.patched(ORDER_ENDS_RIGHT)
+        problem = validate_checkout(request, started_before_order_id_rule=not self._ends_right)
         if problem:
             raise _Rejected(RejectReason.INVALID, problem)
         workflow.upsert_search_attributes(
@@ -124,14 +137,20 @@ class CheckoutWorkflow:
         prepared = await self._prepare(request)
         await self._reserve(prepared)
         if self._cancel_requested:
-            return await self._end(CheckoutStatus.CANCELLED, None, "cancelled by request")
+            return await self._shielded(self._end(CheckoutStatus.CANCELLED, None, "cancelled by request"))
+        if self._ends_right:
+            await self._pin(prepared)
 
         self._set_status(CheckoutStatus.PAYING)
         await self._pay(prepared)
         if self._cancel_requested:
-            return await self._end(CheckoutStatus.CANCELLED, None, "cancelled by request")
+            return await self._shielded(self._end(CheckoutStatus.CANCELLED, None, "cancelled by request"))
 
+        # Paid: from here on a workflow cancel is ignored until the order is confirmed.
         self._set_status(CheckoutStatus.CONFIRMING)
+        return await self._shielded(self._confirm_and_end(prepared))
+
+    async def _confirm_and_end(self, prepared: PreparedOrder) -> CheckoutResult:
         await self._confirm(prepared)
         return await self._end(CheckoutStatus.CONFIRMED, None, None)
 
@@ -182,6 +201,26 @@ class CheckoutWorkflow:
             schedule_to_close_timeout=LOCAL_DEADLINE,
         )
 
+    async def _pin(self, prepared: PreparedOrder) -> None:
+        """Pin every hold before charging, so none can expire while the buyer pays or the commit waits."""
+        try:
+            await asyncio.gather(
+                *(
+                    workflow.execute_local_activity_method(
+                        InventoryActivities.pin_stock,
+                        PinInput(order_id=prepared.order_id, shard=group.shard, lines=group.lines),
+                        retry_policy=RetryPolicy(non_retryable_error_types=[ReservationClosed.code]),
+                        start_to_close_timeout=LOCAL_ATTEMPT,
+                        schedule_to_close_timeout=LOCAL_DEADLINE,
+                    )
+                    for group in prepared.shards
+                )
+            )
+        except (ActivityError, ApplicationError) as err:
+            if _error_type(err) == ReservationClosed.code:
+                raise _Rejected(RejectReason.HOLD_LOST, _message(err)) from err
+            raise
+
     async def _pay(self, prepared: PreparedOrder) -> None:
         # The charge runs as its own task so a cancel cannot abandon it mid-flight: the refund
         # waits for it to land first, or it could look for the charge before the provider has it.
@@ -192,7 +231,8 @@ class CheckoutWorkflow:
         except ActivityError as err:
             if _error_type(err) == "payment_declined":
                 raise _Rejected(RejectReason.PAYMENT_DECLINED, "the payment was declined") from err
-            if isinstance(err.cause, TimeoutError):
+            # Past the deadline the last attempt's own error can be the cause; the retry state says why.
+            if isinstance(err.cause, TimeoutError) or err.retry_state is RetryState.TIMEOUT:
                 raise _Rejected(RejectReason.PAYMENT_TIMEOUT, "payment did not complete in time") from err
             raise _Rejected(RejectReason.INVALID, str(err.cause)) from err
 
@@ -216,7 +256,8 @@ class CheckoutWorkflow:
 
     async def _confirm(self, prepared: PreparedOrder) -> None:
         """Forward recovery only: the buyer has paid, so retry until the stock is committed."""
-        try:
+
+        async def commit_everywhere() -> None:
             await asyncio.gather(
                 *(
                     workflow.execute_activity_method(
@@ -226,16 +267,20 @@ class CheckoutWorkflow:
                         retry_policy=RetryPolicy(
                             initial_interval=timedelta(seconds=1),
                             maximum_interval=timedelta(seconds=30),
-                            non_retryable_error_types=["reservation_closed"],
+                            non_retryable_error_types=[ReservationClosed.code],
                         ),
                     )
                     for group in prepared.shards
                 )
             )
+
+        try:
+            await self._until_done(commit_everywhere, "commit", final=ReservationClosed.code)
         except ActivityError as err:
-            # Only a hold that expired while the worker was down for longer than its TTL gets here.
+            # Pinned holds never expire, so only a hold released behind the checkout's back (or one
+            # of a history from before pinning) gets here: the units are gone, refund the buyer.
             raise _Rejected(
-                RejectReason.HOLD_LOST, f"stock hold was lost before confirmation: {err.cause}"
+                RejectReason.HOLD_LOST, f"stock hold was lost before confirmation: {_message(err)}"
             ) from err
         self._compensations.clear()
 
@@ -269,7 +314,31 @@ class CheckoutWorkflow:
             return
         self._set_status(CheckoutStatus.COMPENSATING)
         while self._compensations:
-            await self._compensations.pop()()
+            # Popped only once done, so a compensation interrupted by anything is never lost.
+            await self._until_done(self._compensations[-1], "compensation")
+            self._compensations.pop()
+
+    async def _until_done(self, step: Step, what: str, *, final: str | None = None) -> None:
+        """Run a step that must succeed. Activity retries cover transient errors; if it still fails
+        (a non-retryable answer other than ``final``), the checkout stays in its current status, says
+        so in its query and the worker's metrics, and tries again later instead of ending wrong."""
+        delay = STUCK_RETRY_FIRST
+        while True:
+            try:
+                await step()
+            except ActivityError as err:
+                if not self._ends_right or _error_type(err) == final:
+                    raise
+                self._attention = f"{what} failed, retrying in {delay}: {_message(err)}"
+                workflow.logger.error("order %s: %s", self._request.order_id, self._attention)
+                workflow.metric_meter().create_counter(
+                    "invsaga_checkout_stuck_steps", "Saga steps that failed for good and will be retried"
+                ).add(1, {"step": what})
+                await workflow.sleep(delay)
+                delay = min(delay * 2, STUCK_RETRY_MAX)
+                continue
+            self._attention = None
+            return
 
     async def _end(
         self,
@@ -281,11 +350,15 @@ class CheckoutWorkflow:
         if status is not CheckoutStatus.CONFIRMED:
             await self._compensate()
         if self._prepared is not None:
-            await workflow.execute_activity_method(
-                OrderActivities.finish_order,
-                FinishOrderInput(order_id=self._request.order_id, status=status.lower(), reason=reason),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=FOREVER,
+            finish = FinishOrderInput(order_id=self._request.order_id, status=status.lower(), reason=reason)
+            await self._until_done(
+                lambda: workflow.execute_activity_method(
+                    OrderActivities.finish_order,
+                    finish,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=FOREVER,
+                ),
+                "recording the order's end",
             )
         result = CheckoutResult(
             order_id=self._request.order_id,
@@ -342,14 +415,22 @@ class CheckoutWorkflow:
             **base.model_dump(),
             customer_id=self._request.customer_id,
             cancel_requested=self._cancel_requested,
+            attention=self._attention,
         )
 
     @workflow.update
-    async def reservation(self) -> ReservationView:
-        """Answer once the stock decision is made; used with update-with-start."""
+    async def reservation(self, order: OrderSummary | None = None) -> ReservationView:
+        """Answer once the stock decision is made; used with update-with-start. ``order`` is the
+        caller's order, refused by the validator if this checkout is another order's."""
         await workflow.wait_condition(lambda: self._reservation is not None)
         assert self._reservation is not None
         return self._reservation
+
+    @reservation.validator
+    def _validate_reservation(self, order: OrderSummary | None = None) -> None:
+        problem = order and OrderSummary.of(self._request).conflict_with(order, self._request.order_id)
+        if problem:
+            raise ApplicationError(problem, type=OrderIdReused.code)
 
     @workflow.update
     def cancel(self, request: CancelRequest) -> CancelResult:

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from domain.errors import InventoryError
-from invsaga.cli import admin, api, dev, payments, saga
+from invsaga.cli import admin, api, dev, payments, reconcile, saga
 from invsaga.cli.errors import exit_code_for
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 admin.mount(app)
 saga.mount(app)
+reconcile.mount(app)
 payments.mount(app)
 dev.mount(app)
 api.mount(app)

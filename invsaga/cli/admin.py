@@ -25,7 +25,7 @@ from store.audit import AuditReport, audit
 from store.bulk_import import ImportResult, import_stock
 from store.databases import Databases, migrate_all, shard_label
 from store.stock import StockStore, check_quantity
-from store.stock_csv import LOCATION_RULE, SKU_RULE
+from store.stock_csv import LOCATION_RULE, MAX_QUANTITY, SKU_RULE
 
 # A negative QTY such as "-5" must reach our validation instead of being parsed as an unknown option.
 _QUANTITY_ARGS = {"ignore_unknown_options": True}
@@ -119,6 +119,11 @@ async def _set(sku: str, quantity: int, location: str, expected_version: int | N
     SKU_RULE.require(sku)
     LOCATION_RULE.require(location)
     check_quantity(quantity, minimum=0)
+    # A version is a bigint too: past it, the value would fail in SQL instead of here.
+    if expected_version is not None and not 0 <= expected_version <= MAX_QUANTITY:
+        raise errors.InvalidInput(
+            f"--expected-version must be from 0 to {MAX_QUANTITY}, got {expected_version}"
+        )
     async with _opened_databases() as databases:
         store = StockStore(databases)
         if expected_version is None:

@@ -21,6 +21,8 @@ EXIT_CODES: dict[type[errors.InventoryError], int] = {
     errors.VersionConflict: 5,
     errors.BelowReserved: 5,
     errors.ReservationClosed: 5,
+    errors.IdempotencyKeyConflict: 5,
+    errors.OrderIdReused: 5,
     errors.PaymentDeclined: 6,
     errors.ShardUnavailable: 69,
     errors.PaymentUnavailable: 69,

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
 
 import typer
 
-from domain.checkout import CheckoutLine, CheckoutRequest, CheckoutResult, CheckoutStatus
-from domain.errors import InvalidInput
-from invsaga.cli.errors import run
+from domain.checkout import CheckoutLine, CheckoutRequest, CheckoutResult, CheckoutStatus, RejectReason
+from domain.errors import InvalidInput, OutOfStock, ShardUnavailable
+from invsaga.cli.errors import EXIT_CODES, run
 from invsaga.settings import load_settings
 
 _LINE = re.compile(r"^(?P<sku>[^:@\s]+)(?:@(?P<location>[^:\s]+))?:(?P<quantity>-?\d+)$")
+
+#: Long enough for the stock decision (the API waits 30 s), the charge and the confirmation.
+DEFAULT_TIMEOUT_SECONDS = 60.0
+
+#: A checkout that ended rejected exits as the matching error would; any other reason exits 1.
+_RESULT_EXIT_CODES = {
+    RejectReason.OUT_OF_STOCK: EXIT_CODES[OutOfStock],
+    RejectReason.UNAVAILABLE: EXIT_CODES[ShardUnavailable],
+}
 
 
 def parse_line(text: str) -> CheckoutLine:
@@ -39,20 +49,45 @@ def checkout(
     order_id: str = typer.Option(None, "--order-id", help="Defaults to a new random id."),
     customer: str = typer.Option("cli-customer", "--customer"),
     payment_token: str = typer.Option("tok_success", "--payment-token"),
+    timeout: float = typer.Option(
+        DEFAULT_TIMEOUT_SECONDS,
+        "--timeout",
+        metavar="SECONDS",
+        help="Stop waiting for the result after this long and exit 69; the checkout carries on.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Check out an order and wait for its result; exits 0 only when it is CONFIRMED."""
+    from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+
     from invsaga.checkout_client import CheckoutClient
 
     async def go() -> CheckoutResult:
+        if not timeout > 0:
+            raise InvalidInput(f"--timeout must be more than 0 seconds, got {timeout:g}")
         request = CheckoutRequest(
             order_id=order_id or f"cli-{uuid.uuid4().hex[:12]}",
             customer_id=customer,
             lines=[parse_line(text) for text in lines],
             payment_token=payment_token,
         )
-        client = await CheckoutClient.connect(load_settings())
-        return await client.checkout(request)
+        # A retrying step (a shard down, no worker) can keep the checkout going for many minutes. Like
+        # the API's 503 after RESERVATION_TIMEOUT_SECONDS, give up waiting, not the checkout.
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                client = await CheckoutClient.connect(load_settings())
+                return await client.checkout(request)
+        # The SDK reports our deadline's cancellation of an update as its own error type.
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            if not deadline.expired():
+                raise
+            raise ShardUnavailable(
+                f"no result within {timeout:g}s; the checkout may still be running under order id "
+                f"{request.order_id}: run this again with --order-id {request.order_id} to follow it",
+                database="temporal",
+                order_id=request.order_id,
+            ) from None
 
     result = run(go())
     if as_json:
@@ -60,7 +95,7 @@ def checkout(
     else:
         print(_describe(result))
     if result.status is not CheckoutStatus.CONFIRMED:
-        raise typer.Exit(4 if result.reason and result.reason.value == "out_of_stock" else 1)
+        raise typer.Exit(_RESULT_EXIT_CODES.get(result.reason, 1) if result.reason else 1)
 
 
 def _describe(result: CheckoutResult) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy import text
+
 from api.limits import JSON_BODY_LIMIT
 from tests.helpers import request, skus_on_shard, stock_up
 from tests.integration.api_fixtures import (  # noqa: F401
@@ -125,6 +127,55 @@ async def test_a_receipt_needs_a_key_and_a_positive_quantity(http, store):
         response = await http.post(path, json=bad, headers={**ADMIN, **idempotency()})
         assert_problem(response, 422, "invalid-input")
     assert (await store.get_many([sku])) == {}
+
+
+async def forget_api_key(databases, key: str) -> None:
+    """What the API's key purge does a day later: the receipt is then known only to the stock ledger."""
+    async with databases.core.begin() as conn:
+        await conn.execute(text("DELETE FROM api_idempotency_keys WHERE idempotency_key = :k"), {"k": key})
+
+
+async def test_a_receipt_key_reused_for_another_sku_receives_it(http, store, databases):
+    a, b = skus_on_shard(store.router, 0, 2)
+    headers = {**ADMIN, **idempotency(f"po-{a}")}
+    first = await http.post(f"/v1/stock/{a}/main/receipts", json={"quantity": 5}, headers=headers)
+    assert first.status_code == 200, first.text
+    await forget_api_key(databases, f"po-{a}")
+
+    other = await http.post(f"/v1/stock/{b}/main/receipts", json={"quantity": 3}, headers=headers)
+
+    assert other.status_code == 200, other.text
+    assert (other.json()["sku"], other.json()["on_hand"]) == (b, 3)
+    assert [lv.on_hand for lv in await store.get(a)] == [5]
+
+
+async def test_a_receipt_key_reused_with_another_quantity_is_409(http, store, databases):
+    (sku,) = skus_on_shard(store.router, 1, 1)
+    path = f"/v1/stock/{sku}/main/receipts"
+    headers = {**ADMIN, **idempotency(f"po-{sku}")}
+    assert (await http.post(path, json={"quantity": 5}, headers=headers)).status_code == 200
+    await forget_api_key(databases, f"po-{sku}")
+
+    problem = assert_problem(
+        await http.post(path, json={"quantity": 6}, headers=headers), 409, "idempotency-key-conflict"
+    )
+
+    assert f"po-{sku}" in problem["detail"]
+    assert [lv.on_hand for lv in await store.get(sku)] == [5]
+
+
+async def test_a_receipt_past_bigint_on_hand_is_422_and_changes_nothing(http, store):
+    (sku,) = skus_on_shard(store.router, 0, 1)
+    await stock_up(store, sku, 2**63 - 1)  # as a CSV import may set it
+    path = f"/v1/stock/{sku}/main/receipts"
+    for quantity in (1, 2**63, 10**400):
+        body = f'{{"quantity": {quantity}}}'.encode()
+        response = await http.post(
+            path, content=body, headers={**ADMIN, **idempotency(), "Content-Type": "application/json"}
+        )
+        assert_problem(response, 422, "invalid-input")
+    [level] = await store.get(sku)
+    assert (level.on_hand, level.version) == (2**63 - 1, 1)
 
 
 # --- POST /v1/stock/import -------------------------------------------------------------------------------

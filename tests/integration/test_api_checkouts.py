@@ -4,6 +4,7 @@ real shards and the sandbox payment provider."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from sqlalchemy import text
@@ -120,6 +121,22 @@ async def test_invalid_input_is_422_and_starts_nothing(http, api, databases, cha
     assert problem["errors"], problem
     assert not await workflow_exists(api.temporal, body["order_id"])
     assert await order_row(databases, body["order_id"]) is None
+
+
+async def test_an_order_id_has_one_rule_in_the_body_and_the_path(http, api, store, databases):
+    sku = await stocked_sku(databases, store, 5)
+    slashed = checkout_body((sku, 1), order_id=f"ord/{uuid.uuid4().hex[:8]}")
+
+    problem = assert_problem(await post(http, slashed), 422, "invalid-input")
+
+    assert [e["loc"] for e in problem["errors"]] == [["body", "order_id"]]
+    assert not await workflow_exists(api.temporal, slashed["order_id"])
+    assert await order_row(databases, slashed["order_id"]) is None
+    assert await levels(store, sku) == (5, 0)
+    # Whatever the body accepts, the path can follow.
+    dotted = checkout_body((sku, 1), order_id=f"ord:{uuid.uuid4().hex[:8]}.a-1")
+    assert (await post(http, dotted)).status_code == 202
+    assert (await wait_until_terminal(http, dotted["order_id"]))["status"] == "CONFIRMED"
 
 
 async def test_malformed_json_is_422_not_500(http):

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from temporalio.service import RPCError
 
 from invsaga.local.ports import free_port
 from store.migrations import latest_version
@@ -141,6 +147,7 @@ async def test_set_below_reserved_is_refused(store, invsaga):
         (["stock", "receive", "CLI-ZERO", "0"], 2, "quantity"),
         (["stock", "get", "bad sku!"], 2, "sku"),
         (["stock", "set", "CLI-X", "1", "--location", "no place"], 2, "location"),
+        (["stock", "set", "CLI-X", "1", "--expected-version", str(2**64)], 2, "version"),
         (["stock", "get", "CLI-NEVER-RECEIVED"], 3, "unknown sku"),
         (["stock", "import", "/nonexistent/stock.csv"], 2, "cannot read"),
     ],
@@ -151,6 +158,19 @@ async def test_bad_input_is_one_line_and_its_own_exit_code(invsaga, args, code, 
     assert result.error_line.startswith("error:") and needle in result.error_line
 
 
+async def test_receipts_past_bigint_are_one_line_and_exit_2(store, invsaga):
+    (sku,) = skus_on_shard(store.router, 0, 1, prefix="CLI")
+    first = await invsaga("stock", "receive", sku, str(2**62))
+    overflow = await invsaga("stock", "receive", sku, str(2**62))
+    beyond = await invsaga("stock", "receive", sku, str(2**64))
+
+    assert first.code == 0
+    assert overflow.code == 2 and "on_hand" in overflow.error_line and "SQL" not in overflow.stderr
+    assert beyond.code == 2 and "quantity" in beyond.error_line
+    [level] = await store.get(sku)
+    assert (level.on_hand, level.version) == (2**62, 1)
+
+
 @pytest.mark.parametrize("args", [["stock", "get", "ANY"], ["db", "migrate"], ["audit"]])
 async def test_an_unreachable_shard_is_exit_69(settings, invsaga, args):
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/inventory"
@@ -158,6 +178,57 @@ async def test_an_unreachable_shard_is_exit_69(settings, invsaga, args):
     result = await invsaga(*args, env=env)
     assert result.code == 69
     assert "shard 1" in result.error_line and "unreachable" in result.error_line
+
+
+@asynccontextmanager
+async def worker_with_shard_1_down(settings, temporal_client, databases):
+    """A worker whose shard 1 refuses connections, as a stopped Postgres does; yields its task queue."""
+    from payments.client import PaymentClient
+    from store.batching import ReservationBatcher
+    from store.databases import Databases, make_engine
+    from store.stock import StockStore
+    from workers.worker import WorkerDeps, build_worker
+
+    dead = make_engine(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/inventory"))
+    down = Databases(shards=[databases.shards[0], dead], core=databases.core, router=databases.router)
+    store = StockStore(down)
+    deps = WorkerDeps(down, store, ReservationBatcher(store), PaymentClient(settings.payment_url, timeout=1))
+    task_queue = f"test-{uuid.uuid4()}"
+    try:
+        async with build_worker(temporal_client, settings, deps, task_queue=task_queue):
+            yield task_queue
+    finally:
+        await deps.batcher.aclose()
+        await deps.payments.aclose()
+        await dead.dispose()
+
+
+async def test_checkout_with_a_shard_down_exits_69_within_its_timeout(
+    saga_settings, temporal_client, databases, store, invsaga
+):
+    from domain.checkout import workflow_id_for
+    from store.orders import Product, upsert_products
+
+    (sku,) = skus_on_shard(store.router, 1, 1, prefix="CLI")
+    await upsert_products(databases.core, [Product(sku=sku, name="mug", price=Decimal("5.00"))])
+    await stock_up(store, sku, 3)
+    order_id = f"cli-down-{uuid.uuid4().hex[:8]}"
+    async with worker_with_shard_1_down(saga_settings, temporal_client, databases) as task_queue:
+        env = {
+            **cli_env(saga_settings.shard_dsns, saga_settings.core_dsn),
+            "INVSAGA_TEMPORAL_ADDRESS": saga_settings.temporal_address,
+            "INVSAGA_TASK_QUEUE": task_queue,
+        }
+        started = time.monotonic()
+        result = await invsaga("checkout", f"{sku}:1", "--order-id", order_id, "--timeout", "5", env=env)
+        elapsed = time.monotonic() - started
+        with contextlib.suppress(RPCError):  # none started if the CLI refused its arguments
+            await temporal_client.get_workflow_handle(workflow_id_for(order_id)).terminate("test over")
+
+    assert result.code == 69, result
+    assert "may still be running" in result.error_line and order_id in result.error_line
+    assert elapsed < 5 + 10  # the deadline, plus the interpreter's start-up
+    assert [(lv.on_hand, lv.reserved) for lv in await store.get(sku)] == [(3, 0)]
 
 
 async def test_import_then_get(store, invsaga, tmp_path):

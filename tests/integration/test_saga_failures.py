@@ -20,8 +20,8 @@ from domain.checkout import CheckoutStatus
 from domain.errors import CancelRefused
 from domain.stock import ReserveOutcome, TransitionOutcome
 from invsaga.checkout_client import CheckoutClient
-from tests.helpers import assert_clean_audit, skus_on_shard
-from tests.integration.test_checkout_saga import catalog, charges_for, levels, order
+from tests.helpers import assert_clean_audit, request, skus_on_shard
+from tests.integration.test_checkout_saga import catalog, charges_for, levels, order, order_status
 from workers.worker import WorkerDeps, build_worker
 from workflows.hold_sweeper import HoldSweeperWorkflow
 
@@ -103,12 +103,10 @@ async def test_cancel_after_confirmation_is_refused(saga, store, databases):
     assert await levels(store, a) == {a: (4, 0)}
 
 
-async def test_sweeper_frees_holds_of_a_terminated_checkout(saga, store, databases, payment_sandbox):
+async def test_sweeper_frees_holds_of_a_checkout_terminated_before_it_paid(saga, store, databases):
     (a,) = skus_on_shard(store.router, 1, 1)
     await catalog(databases, store, (a, 5))
-    request = order((a, 2), token="tok_slow_3000")
-    assert (await saga.start(request)).held
-    await saga.handle(request.order_id).terminate("operator pulled the plug")
+    await store.reserve(1, request("abandoned-before-paying", (a, 2)))  # as if its workflow died here
     assert await levels(store, a) == {a: (5, 2)}
     async with databases.shards[1].begin() as conn:
         await conn.execute(text("UPDATE reservations SET expires_at = now() - interval '1 second'"))
@@ -118,6 +116,47 @@ async def test_sweeper_frees_holds_of_a_terminated_checkout(saga, store, databas
     assert swept.expired_per_shard[1] == 1
     assert await levels(store, a) == {a: (5, 0)}
     await assert_clean_audit(databases)
+
+
+async def test_a_checkout_terminated_after_its_charge_is_finished_by_the_reconciler(
+    saga, saga_settings, store, databases, payment_sandbox
+):
+    """The holds were pinned before the charge, so the sweeper must not free them: the buyer has paid.
+    The reconciler sees the checkout is gone and finishes what was sold (commit, order confirmed)."""
+    from datetime import timedelta
+
+    from invsaga.reconcile import reconcile
+    from payments.client import PaymentClient
+
+    (a,) = skus_on_shard(store.router, 1, 1)
+    await catalog(databases, store, (a, 5))
+    checkout = order((a, 2), token="tok_slow_3000")
+    assert (await saga.start(checkout)).held
+    await _wait_for(lambda: _charged(payment_sandbox, checkout.order_id))
+    await saga.handle(checkout.order_id).terminate("operator pulled the plug")
+    async with databases.shards[1].begin() as conn:
+        await conn.execute(text("UPDATE reservations SET expires_at = now() - interval '1 second'"))
+    swept = await saga.client.execute_workflow(
+        HoldSweeperWorkflow.run, id=f"sweep-{uuid.uuid4()}", task_queue=saga.task_queue
+    )
+    assert swept.expired_per_shard[1] == 0
+    assert await levels(store, a) == {a: (5, 2)}
+
+    async with PaymentClient(saga_settings.payment_url, timeout=5) as payments:
+        report = await reconcile(
+            databases, saga.client, payments, since=timedelta(minutes=5), repair=True, store=store
+        )
+    mine = {f.kind.value: f.repaired for f in report.findings if f.order_id == checkout.order_id}
+    assert mine == {"uncommitted": True, "order_status": True}, report.findings
+    assert await levels(store, a) == {a: (3, 0)}
+    [charge] = await charges_for(payment_sandbox, checkout.order_id)
+    assert (charge["status"], charge["refunded_amount"]) == ("succeeded", 0)
+    assert await order_status(databases, checkout.order_id) == "confirmed"
+    await assert_clean_audit(databases)
+
+
+async def _charged(payment_sandbox, order_id: str) -> bool:
+    return bool(await charges_for(payment_sandbox, order_id))
 
 
 def _worker_process(settings, task_queue: str) -> subprocess.Popen[bytes]:

