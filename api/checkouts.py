@@ -1,20 +1,16 @@
 """Checkout operations as the API offers them: one call each on the ``CheckoutClient``, its outcome as an
-answer model or a domain error, and Temporal being unreachable as ``unavailable``.
+answer model or a domain error (``invsaga.temporal_errors``: Temporal being unreachable is ``unavailable``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import WorkflowExecutionStatus
 
 from api.models import CancelAccepted, CheckoutAccepted, CheckoutLinks, CheckoutState
 from domain.checkout import CheckoutRequest, RejectReason, ReservationView
 from domain.errors import (
-    CheckoutNotFound,
     InvalidInput,
     InventoryError,
     OutOfStock,
@@ -22,32 +18,14 @@ from domain.errors import (
     ShardUnavailable,
 )
 from invsaga.checkout_client import CheckoutClient
+from invsaga.temporal_errors import domain_errors
 from workflows import search_attributes as sa
 
 #: How long a caller waits for the stock decision before getting "unavailable, retry with the same key".
 #: The checkout itself carries on; a retry attaches to it.
 RESERVATION_TIMEOUT_SECONDS = 30.0
 
-#: Statuses a retry can outlive, so they answer 503 and not 500 "outcome unknown". FAILED_PRECONDITION is
-#: "workflow task in failed state" while workers restart; UNKNOWN is "transport error" while Temporal does.
-_TRANSIENT = {
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.RESOURCE_EXHAUSTED,
-    RPCStatusCode.FAILED_PRECONDITION,
-    RPCStatusCode.UNKNOWN,
-}
 _FINISHED = {WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.CANCELED}
-
-
-@asynccontextmanager
-async def temporal_unavailable_as_error() -> AsyncIterator[None]:
-    try:
-        yield
-    except RPCError as err:
-        if err.status in _TRANSIENT:
-            raise ShardUnavailable(f"Temporal is unavailable: {err.message}", database="temporal") from err
-        raise
 
 
 def answer_for(view: ReservationView) -> CheckoutAccepted:
@@ -84,11 +62,14 @@ def refusal_for(view: ReservationView) -> InventoryError:
 async def start_checkout(
     client: CheckoutClient, request: CheckoutRequest, *, screen: bool = True
 ) -> CheckoutAccepted:
+    deadline = asyncio.timeout(RESERVATION_TIMEOUT_SECONDS)
     try:
-        async with temporal_unavailable_as_error(), asyncio.timeout(RESERVATION_TIMEOUT_SECONDS):
+        async with domain_errors(request.order_id), deadline:
             view = await client.start(request, screen=screen)
-    # The SDK reports our timeout's cancellation (or its own RPC deadline) as its own error type.
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+    # Our deadline cancels the update: the client reports it as Temporal not answering in time.
+    except (TimeoutError, ShardUnavailable):
+        if not deadline.expired():
+            raise
         raise ShardUnavailable(
             f"no stock decision within {RESERVATION_TIMEOUT_SECONDS:.0f}s; "
             "retry with the same Idempotency-Key",
@@ -99,13 +80,8 @@ async def start_checkout(
 
 async def checkout_state(client: CheckoutClient, order_id: str) -> CheckoutState:
     """The final result from history once the checkout has ended, its live state before."""
-    async with temporal_unavailable_as_error():
-        try:
-            description = await client.handle(order_id).describe()
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise CheckoutNotFound(f"no checkout for order {order_id!r}", order_id=order_id) from err
-            raise
+    async with domain_errors(order_id):
+        description = await client.describe(order_id)
         if description.status in _FINISHED:
             # The result lacks the customer; the search attribute set at start has it.
             customer = description.typed_search_attributes.get(sa.CUSTOMER_ID)
@@ -114,7 +90,7 @@ async def checkout_state(client: CheckoutClient, order_id: str) -> CheckoutState
 
 
 async def cancel_checkout(client: CheckoutClient, order_id: str, reason: str) -> CancelAccepted:
-    async with temporal_unavailable_as_error():
+    async with domain_errors(order_id):
         result = await client.cancel(order_id, reason)
     return CancelAccepted(
         order_id=result.order_id,

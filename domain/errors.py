@@ -25,6 +25,18 @@ class InventoryError(Exception):
         return {"code": self.code, "message": self.message, **self.details}
 
 
+def error_class(code: str) -> type[InventoryError] | None:
+    """The class whose stable ``code`` this is: how an error that crossed a boundary by its code (a
+    Temporal ``ApplicationError`` type) becomes itself again."""
+    pending: list[type[InventoryError]] = [InventoryError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
 class InvalidInput(InventoryError):
     code = "invalid_input"
 

@@ -12,9 +12,9 @@ from typing import cast
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecutionDescription,
     WorkflowFailureError,
     WorkflowHandle,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -22,7 +22,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.checkout import (
@@ -44,6 +44,7 @@ from domain.errors import CancelRefused, CheckoutNotFound, InvalidInput, OrderId
 from domain.stock import Shortage
 from invsaga.settings import Settings
 from invsaga.temporal import connect
+from invsaga.temporal_errors import domain_errors
 from store.orders import order_exists
 from store.sold_out import SoldOutHint
 from store.stock import StockStore
@@ -100,15 +101,13 @@ class CheckoutClient:
                 return refusal
         summary = OrderSummary.of(request)
         try:
-            view: ReservationView = await self.client.execute_update_with_start_workflow(
-                CheckoutWorkflow.reservation, summary, start_workflow_operation=self._start_operation(request)
-            )
-        except WorkflowUpdateFailedError as err:
-            # The running checkout under this order id is another order's (its validator said so).
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == OrderIdReused.code:
-                raise OrderIdReused(cause.message, order_id=request.order_id) from err
-            raise
+            # The update's validator refuses another order under this id (OrderIdReused).
+            async with domain_errors(request.order_id):
+                view: ReservationView = await self.client.execute_update_with_start_workflow(
+                    CheckoutWorkflow.reservation,
+                    summary,
+                    start_workflow_operation=self._start_operation(request),
+                )
         except WorkflowAlreadyStartedError:
             # The order's checkout already finished: answer from its result if it is this order.
             first = OrderSummary.of(await self._first_request(request.order_id))
@@ -131,10 +130,11 @@ class CheckoutClient:
     async def _first_request(self, order_id: str) -> CheckoutRequest:
         """The request the order's checkout was started with: its history's first event. Read from the
         server, so no worker has to replay the checkout to answer (a query would)."""
-        async for event in self.handle(order_id).fetch_history_events(page_size=1):
-            payloads = event.workflow_execution_started_event_attributes.input.payloads
-            (first,) = await self.client.data_converter.decode(payloads, [CheckoutRequest])
-            return cast(CheckoutRequest, first)
+        async with domain_errors(order_id):
+            async for event in self.handle(order_id).fetch_history_events(page_size=1):
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                (first,) = await self.client.data_converter.decode(payloads, [CheckoutRequest])
+                return cast(CheckoutRequest, first)
         raise CheckoutNotFound(f"no checkout for order {order_id!r}", order_id=order_id)
 
     async def screen(self, request: CheckoutRequest) -> ReservationView | None:
@@ -193,15 +193,16 @@ class CheckoutClient:
     async def start_without_waiting(self, request: CheckoutRequest) -> str:
         _check(request)
         try:
-            handle = await self.client.start_workflow(
-                CheckoutWorkflow.run,
-                request,
-                id=workflow_id_for(request.order_id),
-                task_queue=self.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=_initial_search_attributes(request),
-            )
+            async with domain_errors(request.order_id):
+                handle = await self.client.start_workflow(
+                    CheckoutWorkflow.run,
+                    request,
+                    id=workflow_id_for(request.order_id),
+                    task_queue=self.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    search_attributes=_initial_search_attributes(request),
+                )
         except WorkflowAlreadyStartedError:
             return workflow_id_for(request.order_id)
         return handle.id
@@ -216,37 +217,36 @@ class CheckoutClient:
 
     async def result(self, order_id: str) -> CheckoutResult:
         try:
-            return await self.handle(order_id).result()
+            async with domain_errors(order_id):
+                return await self.handle(order_id).result()
         except WorkflowFailureError as err:
             if isinstance(err.cause, CancelledError):
                 return CheckoutResult(
                     order_id=order_id, status=CheckoutStatus.CANCELLED, detail="workflow cancelled"
                 )
             raise
-        except RPCError as err:
-            raise _not_found(order_id, err) from err
 
     async def status(self, order_id: str) -> CheckoutView:
         """The live state from the workflow's query (it also answers after the checkout ended)."""
-        try:
+        async with domain_errors(order_id):
             return await self.handle(order_id).query(CheckoutWorkflow.status)
-        except RPCError as err:
-            raise _not_found(order_id, err) from err
+
+    async def describe(self, order_id: str) -> WorkflowExecutionDescription:
+        async with domain_errors(order_id):
+            return await self.handle(order_id).describe()
 
     async def cancel(self, order_id: str, reason: str = "cancelled by request") -> CancelResult:
-        try:
-            return await self.handle(order_id).execute_update(
-                CheckoutWorkflow.cancel, CancelRequest(reason=reason)
-            )
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == CancelRefused.code:
-                raise CancelRefused(cause.message, order_id=order_id) from err
-            raise
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND and "completed" in err.message.lower():
-                raise CancelRefused(f"checkout {order_id} has already ended", order_id=order_id) from err
-            raise _not_found(order_id, err) from err
+        # The update's validator refuses once it is too late (CancelRefused).
+        async with domain_errors(order_id):
+            try:
+                return await self.handle(order_id).execute_update(
+                    CheckoutWorkflow.cancel, CancelRequest(reason=reason)
+                )
+            except RPCError as err:
+                # An update to a closed workflow: not "no such checkout" but "it is over".
+                if err.status == RPCStatusCode.NOT_FOUND and "completed" in err.message.lower():
+                    raise CancelRefused(f"checkout {order_id} has already ended", order_id=order_id) from err
+                raise
 
 
 def _nothing_left(line: CheckoutLine) -> Shortage:
@@ -280,9 +280,3 @@ def _check(request: CheckoutRequest) -> None:
     problem = validate_checkout(request)
     if problem:
         raise InvalidInput(problem, order_id=request.order_id)
-
-
-def _not_found(order_id: str, err: RPCError) -> Exception:
-    if err.status == RPCStatusCode.NOT_FOUND:
-        return CheckoutNotFound(f"no checkout for order {order_id!r}", order_id=order_id)
-    return err

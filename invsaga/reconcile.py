@@ -28,7 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.payments import charge_key, refund_what_remains
 from domain.checkout import workflow_id_for
-from domain.errors import InventoryError, ShardUnavailable
+from domain.errors import InventoryError
 from domain.reconcile import (
     ChargeSeen,
     CheckoutSeen,
@@ -40,6 +40,7 @@ from domain.reconcile import (
     ShardHolds,
     assess,
 )
+from invsaga.temporal_errors import domain_error
 from payments.client import PaymentClient
 from store.databases import Databases
 from store.order_evidence import held_order_ids, holds_of, orders_by_id, orders_since
@@ -52,13 +53,6 @@ CONCURRENCY = 16
 #: Temporal's clock and Postgres' can differ; the checkout listing starts this much before the cutoff.
 CLOCK_SKEW = timedelta(minutes=5)
 _PREFIX = workflow_id_for("")
-#: Temporal answers that mean "down or overloaded, try later" rather than a bug.
-_TRANSIENT = {
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.RESOURCE_EXHAUSTED,
-    RPCStatusCode.UNKNOWN,
-}
 
 
 class ReconcileReport(BaseModel):
@@ -176,9 +170,7 @@ def _evidence(
 
 
 def _temporal_error(err: RPCError) -> Exception:
-    if err.status in _TRANSIENT:
-        return ShardUnavailable(f"Temporal is unreachable: {err.message}", database="temporal")
-    return err
+    return domain_error(err) or err
 
 
 def _seen(execution: WorkflowExecution) -> CheckoutSeen:

@@ -46,7 +46,14 @@ with workflow.unsafe.imports_passed_through():
         ReservationView,
         validate_checkout,
     )
-    from domain.errors import CancelRefused, OrderIdReused, ReservationClosed
+    from domain.errors import (
+        CancelRefused,
+        InvalidInput,
+        OrderIdReused,
+        PaymentDeclined,
+        ReservationClosed,
+        UnknownSku,
+    )
     from domain.stock import HoldState, ReserveOutcome, Shortage
     from workflows import search_attributes as sa
 
@@ -55,7 +62,7 @@ LOCAL_ATTEMPT = timedelta(seconds=10)
 LOCAL_DEADLINE = timedelta(minutes=2)
 # Compensations and confirmation must eventually succeed: retry until they do.
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-INPUT_ERRORS = ["invalid_input", "unknown_sku"]
+INPUT_ERRORS = [InvalidInput.code, UnknownSku.code]
 #: Histories recorded before this patch have no pinning and end a failed compensation REJECTED.
 ORDER_ENDS_RIGHT = "order-ends-right-1"
 #: A step that must succeed but failed for good is retried after this, doubling up to the maximum.
@@ -229,7 +236,7 @@ class CheckoutWorkflow:
         try:
             self._charge = await asyncio.shield(self._charge_task)
         except ActivityError as err:
-            if _error_type(err) == "payment_declined":
+            if _error_type(err) == PaymentDeclined.code:
                 raise _Rejected(RejectReason.PAYMENT_DECLINED, "the payment was declined") from err
             # Past the deadline the last attempt's own error can be the cause; the retry state says why.
             if isinstance(err.cause, TimeoutError) or err.retry_state is RetryState.TIMEOUT:
@@ -250,7 +257,7 @@ class CheckoutWorkflow:
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(milliseconds=500),
                 maximum_interval=timedelta(seconds=10),
-                non_retryable_error_types=["payment_declined", *INPUT_ERRORS],
+                non_retryable_error_types=[PaymentDeclined.code, *INPUT_ERRORS],
             ),
         )
 

@@ -58,8 +58,6 @@ def checkout(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Check out an order and wait for its result; exits 0 only when it is CONFIRMED."""
-    from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
-
     from invsaga.checkout_client import CheckoutClient
 
     async def go() -> CheckoutResult:
@@ -78,8 +76,8 @@ def checkout(
             async with deadline:
                 client = await CheckoutClient.connect(load_settings())
                 return await client.checkout(request)
-        # The SDK reports our deadline's cancellation of an update as its own error type.
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # Our deadline cancels the update: the client reports it as Temporal not answering in time.
+        except (TimeoutError, ShardUnavailable):
             if not deadline.expired():
                 raise
             raise ShardUnavailable(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.checkouts import cancel_checkout, checkout_state, start_checkout, temporal_unavailable_as_error
+from api.checkouts import cancel_checkout, checkout_state, start_checkout
 from api.problems import problem_response
 from domain.checkout import CheckoutLine, CheckoutRequest
 from domain.errors import ShardUnavailable
+from invsaga.temporal_errors import domain_errors
 
 #: Seen against a real cluster: worker restarts fail the workflow task, a Temporal restart the transport.
 TRANSIENT = {
@@ -27,7 +28,7 @@ def rpc_error(status: RPCStatusCode, message: str = "no") -> RPCError:
 @pytest.mark.parametrize("status", list(TRANSIENT), ids=lambda status: status.name)
 async def test_a_transient_temporal_error_is_a_retryable_503(status):
     with pytest.raises(ShardUnavailable) as caught:
-        async with temporal_unavailable_as_error():
+        async with domain_errors():
             raise rpc_error(status, TRANSIENT[status])
 
     assert caught.value.retryable and TRANSIENT[status] in caught.value.message
@@ -40,7 +41,7 @@ async def test_a_transient_temporal_error_is_a_retryable_503(status):
 )
 async def test_other_temporal_errors_are_not_called_transient(status):
     with pytest.raises(RPCError):
-        async with temporal_unavailable_as_error():
+        async with domain_errors():
             raise rpc_error(status)
 
 
@@ -79,3 +80,24 @@ _OPERATIONS = {
 async def test_every_route_to_temporal_answers_a_transient_error_as_503(operation, status):
     with pytest.raises(ShardUnavailable):
         await _OPERATIONS[operation](_Down(rpc_error(status, TRANSIENT[status])))
+
+
+@pytest.mark.parametrize("code", ["order_id_reused", "too_late_to_cancel", "out_of_stock", "unavailable"])
+def test_an_error_raised_by_code_in_a_workflow_comes_back_as_its_own_class(code):
+    from temporalio.exceptions import ApplicationError
+
+    from domain.errors import error_class
+    from invsaga.temporal_errors import domain_error
+
+    error = domain_error(ApplicationError("refused", type=code), order_id="ord-1")
+    assert type(error) is error_class(code) and error is not None
+    assert error.code == code and error.message == "refused" and error.details["order_id"] == "ord-1"
+
+
+def test_not_found_is_checkout_not_found_only_for_an_order():
+    from domain.errors import CheckoutNotFound
+    from invsaga.temporal_errors import domain_error
+
+    assert isinstance(domain_error(rpc_error(RPCStatusCode.NOT_FOUND), order_id="o"), CheckoutNotFound)
+    assert domain_error(rpc_error(RPCStatusCode.NOT_FOUND)) is None
+    assert domain_error(ValueError("a bug")) is None
