@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -33,6 +33,7 @@ def to_asyncpg_url(dsn: str) -> URL:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INVSAGA_", extra="ignore")
+    _loaded_from: str = PrivateAttr("overrides given in code")
 
     shard_dsns: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated Postgres DSNs, one per inventory shard."
@@ -121,6 +122,11 @@ class Settings(BaseSettings):
         return to_asyncpg_url(self.core_dsn)
 
     @property
+    def loaded_from(self) -> str:
+        """Where this configuration came from, for a process's first log line."""
+        return self._loaded_from
+
+    @property
     def hold_outlives_payment(self) -> bool:
         return self.hold_ttl_seconds > self.checkout_payment_deadline_seconds
 
@@ -138,22 +144,41 @@ def read_stack_env(data_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
 
 
-def _dev_stack_defaults() -> dict[str, str]:
-    """With no shards configured, find a running dev stack the way a newcomer expects."""
-    if "INVSAGA_SHARD_DSNS" in os.environ:
-        return {}
+#: Variables that say where a dev stack is or how to report, not how to connect: they do not count as
+#: "configured" when deciding whether a command may fall back to a running dev stack.
+_NOT_CONFIGURATION = {"INVSAGA_DATA_DIR", "INVSAGA_DEBUG"}
+
+
+def _dev_stack_defaults() -> tuple[dict[str, str], str | None]:
+    """A running dev stack's settings and its stack file, when nothing at all is configured."""
+    if any(key.startswith("INVSAGA_") and key not in _NOT_CONFIGURATION for key in os.environ):
+        return {}, None
     data_dir = Path(os.environ.get("INVSAGA_DATA_DIR", ".data"))
-    return {
-        key.removeprefix("INVSAGA_").lower(): value
-        for key, value in read_stack_env(data_dir).items()
-        if key not in os.environ
-    }
+    found = read_stack_env(data_dir)
+    if not found:
+        return {}, None
+    return {key.removeprefix("INVSAGA_").lower(): value for key, value in found.items()}, str(
+        data_dir / STACK_FILE
+    )
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings, turning pydantic's validation report into one readable ConfigurationError."""
+    """Read settings from the environment, turning pydantic's validation report into one readable
+    ConfigurationError. A worker and the API use this: started in a folder that holds a dev stack,
+    they must not connect to it."""
+    return _load({}, None, overrides)
+
+
+def load_command_settings() -> Settings:
+    """Settings for a command a developer runs by hand (stock, audit, checkout, reconcile): when no
+    ``INVSAGA_*`` variable is set, a running ``invsaga dev`` stack's file supplies them."""
+    defaults, stack_file = _dev_stack_defaults()
+    return _load(defaults, stack_file, {})
+
+
+def _load(defaults: dict[str, str], stack_file: str | None, overrides: dict[str, object]) -> Settings:
     try:
-        settings = Settings(**{**_dev_stack_defaults(), **overrides})  # type: ignore[arg-type]
+        settings = Settings(**{**defaults, **overrides})  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
             f"INVSAGA_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
@@ -164,4 +189,5 @@ def load_settings(**overrides: object) -> Settings:
             "INVSAGA_HOLD_TTL_SECONDS must exceed INVSAGA_CHECKOUT_PAYMENT_DEADLINE_SECONDS, "
             "or the sweeper could free stock a live checkout still owns"
         )
+    settings._loaded_from = f"the dev stack's {stack_file}" if stack_file else "the environment (INVSAGA_*)"
     return settings

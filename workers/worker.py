@@ -130,6 +130,7 @@ async def run_worker(
     settings: Settings, *, stop: asyncio.Event | None = None, health: WorkerHealth | None = None
 ) -> None:
     """Run until SIGTERM or SIGINT, then stop polling and let in-flight activities finish."""
+    log.info("configuration from %s", settings.loaded_from)
     stop = stop or asyncio.Event()
     health = health or worker_health(settings)
     deployment_config(settings)  # a half-configured deployment fails here, before anything starts

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from domain import errors
 from domain.stock import DEFAULT_LOCATION, StockLevel
 from invsaga.cli.errors import EXIT_CODES, run
-from invsaga.settings import load_settings
+from invsaga.settings import load_command_settings
 from store.audit import AuditReport, audit
 from store.bulk_import import ImportResult, import_stock
 from store.databases import Databases, migrate_all, shard_label
@@ -48,7 +48,7 @@ def mount(app: typer.Typer) -> None:
 
 @asynccontextmanager
 async def _opened_databases() -> AsyncIterator[Databases]:
-    databases = await Databases.open(load_settings())
+    databases = await Databases.open(load_command_settings())
     try:
         yield databases
     finally:
@@ -83,7 +83,7 @@ def _print_levels(sku: str, levels: list[StockLevel], as_json: bool) -> None:
 
 
 async def _migrate() -> list[dict[str, Any]]:
-    results = await migrate_all(load_settings())
+    results = await migrate_all(load_command_settings())
     labels = ["core database", *(shard_label(i) for i in range(len(results) - 1))]
     return [
         {"database": d, "before": r.before, "after": r.after} for d, r in zip(labels, results, strict=True)

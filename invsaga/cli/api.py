@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated
 
@@ -34,6 +35,8 @@ def serve(
     settings = load_settings()
     # Built here even with several workers, so bad configuration fails once with one clear line.
     app = create_app(settings)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    logging.getLogger("invsaga.api").info("configuration from %s", settings.loaded_from)
     workers = workers or settings.api_workers
     host = host or settings.api_host
     port = port or settings.api_port

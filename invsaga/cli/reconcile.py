@@ -16,7 +16,7 @@ from domain.errors import InvalidInput
 from domain.reconcile import Finding
 from invsaga.cli.errors import fail, run
 from invsaga.reconcile import ReconcileReport, reconcile
-from invsaga.settings import load_settings
+from invsaga.settings import load_command_settings
 from invsaga.temporal import connect
 from payments.client import PaymentClient
 from store.databases import Databases
@@ -34,7 +34,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 async def _reconcile(since: timedelta | None, repair: bool) -> ReconcileReport:
-    settings = load_settings()
+    settings = load_command_settings()
     databases = await Databases.open(settings)
     try:
         temporal = await connect(settings)

@@ -12,7 +12,7 @@ import typer
 from domain.checkout import CheckoutLine, CheckoutRequest, CheckoutResult, CheckoutStatus, RejectReason
 from domain.errors import InvalidInput, OutOfStock, ShardUnavailable
 from invsaga.cli.errors import EXIT_CODES, run
-from invsaga.settings import load_settings
+from invsaga.settings import load_command_settings, load_settings
 
 _LINE = re.compile(r"^(?P<sku>[^:@\s]+)(?:@(?P<location>[^:\s]+))?:(?P<quantity>-?\d+)$")
 
@@ -74,7 +74,7 @@ def checkout(
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                client = await CheckoutClient.connect(load_settings())
+                client = await CheckoutClient.connect(load_command_settings())
                 return await client.checkout(request)
         # Our deadline cancels the update: the client reports it as Temporal not answering in time.
         except (TimeoutError, ShardUnavailable):

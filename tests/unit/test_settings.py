@@ -7,7 +7,7 @@ import json
 import pytest
 
 from domain.errors import ConfigurationError
-from invsaga.settings import load_settings
+from invsaga.settings import load_command_settings, load_settings
 
 A = "postgresql://postgres@127.0.0.1:5433/inventory"
 B = "postgresql://postgres@127.0.0.1:5434/inventory"
@@ -66,11 +66,22 @@ def test_wrong_types_name_the_variable(monkeypatch):
         load_settings()
 
 
-def test_a_running_dev_stack_is_found_when_nothing_is_configured(tmp_path, monkeypatch):
+def test_a_running_dev_stack_is_found_by_dev_commands_when_nothing_is_configured(tmp_path, monkeypatch):
     (tmp_path / "stack.json").write_text(
         json.dumps({"env": {"INVSAGA_SHARD_DSNS": A, "INVSAGA_TASK_QUEUE": "q"}})
     )
-    settings = load_settings()
+    settings = load_command_settings()
     assert settings.shard_dsns == [A] and settings.task_queue == "q"
+    assert "stack.json" in settings.loaded_from
     monkeypatch.setenv("INVSAGA_SHARD_DSNS", B)
-    assert load_settings().shard_dsns == [B], "explicit configuration wins over the dev stack"
+    explicit = load_command_settings()
+    assert explicit.shard_dsns == [B], "explicit configuration wins over the dev stack"
+    assert explicit.task_queue != "q", "any INVSAGA_* variable turns the dev stack off"
+    assert "environment" in explicit.loaded_from
+
+
+def test_a_worker_or_api_never_picks_up_a_dev_stack_by_itself(tmp_path, monkeypatch):
+    """Regression: a production worker started in a folder that held a dev stack connected to it."""
+    (tmp_path / "stack.json").write_text(json.dumps({"env": {"INVSAGA_SHARD_DSNS": A}}))
+    settings = load_settings()
+    assert settings.shard_dsns == [] and "environment" in settings.loaded_from
