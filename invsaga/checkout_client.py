@@ -243,8 +243,9 @@ class CheckoutClient:
                     CheckoutWorkflow.cancel, CancelRequest(reason=reason)
                 )
             except RPCError as err:
-                # An update to a closed workflow: not "no such checkout" but "it is over".
-                if err.status == RPCStatusCode.NOT_FOUND and "completed" in err.message.lower():
+                # An update to a closed (or closing) workflow: not "no such checkout" but "it is over".
+                message = err.message.lower()
+                if err.status == RPCStatusCode.NOT_FOUND and ("completed" in message or "closing" in message):
                     raise CancelRefused(f"checkout {order_id} has already ended", order_id=order_id) from err
                 raise
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, RetryState, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.inventory import InventoryActivities
@@ -84,6 +84,11 @@ def _message(err: BaseException) -> str:
     return cause.message if isinstance(cause, ApplicationError) else str(cause)
 
 
+def _cancelled(err: BaseException) -> bool:
+    cause = err.cause if isinstance(err, ActivityError) else err
+    return isinstance(cause, CancelledError)
+
+
 def _error_type(err: BaseException) -> str | None:
     cause = err.cause if isinstance(err, ActivityError) else err
     return cause.type if isinstance(cause, ApplicationError) else None
@@ -117,6 +122,10 @@ class CheckoutWorkflow:
                 self._end(CheckoutStatus.REJECTED, rejection.reason, rejection.detail, rejection.shortages)
             )
         except (ActivityError, ApplicationError) as err:
+            if self._ends_right and _cancelled(err):
+                # A workflow cancel reaches a local activity (prepare, reserve, pin) as its failure.
+                await self._shielded(self._end(CheckoutStatus.CANCELLED, None, "workflow cancelled"))
+                raise asyncio.CancelledError() from err
             # A dependency stayed down past every retry before the charge: undo what was done, say so.
             workflow.logger.warning("checkout failed: %s", _message(err))
             result = await self._shielded(

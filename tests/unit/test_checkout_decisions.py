@@ -193,3 +193,34 @@ async def test_the_happy_path_pins_before_it_charges(env):
     assert fake.calls == Counter(prepare=1, reserve=1, pin=1, charge=1, commit=1)
     events = [e.event_type for e in (await handle.fetch_history()).events]
     assert events, "history is readable"
+
+
+class ShardDown(FakeSaga):
+    """Every reserve fails as a shard that is down would: retried, never answered."""
+
+    @activity.defn(name="reserve_stock")
+    async def reserve_stock(self, inp: ReserveInput) -> ReserveOutcome:
+        self.calls["reserve"] += 1
+        raise ApplicationError("shard 1 is unreachable", type="unavailable")
+
+
+async def test_a_workflow_cancel_while_a_reserve_keeps_retrying_ends_cancelled(env):
+    """Regression (fault suite, seed 552551): the cancelled local activity came back as an ActivityError,
+    read as "unavailable", and the order ended REJECTED with the cancel lost."""
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import CancelledError
+
+    fake = ShardDown()
+    request = _request()
+    task_queue = str(uuid.uuid4())
+    async with Worker(env.client, task_queue=task_queue, workflows=[CheckoutWorkflow], activities=fake.all()):
+        handle = await env.client.start_workflow(
+            CheckoutWorkflow.run, request, id=f"checkout-{request.order_id}", task_queue=task_queue
+        )
+        while fake.calls["reserve"] < 2:
+            await env.sleep(1)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert isinstance(failed.value.cause, CancelledError)
+    assert fake.finished == ["cancelled"] and fake.calls["release"] == 1 and fake.calls["charge"] == 0
