@@ -7,7 +7,7 @@ twice attaches to the first checkout, and the caller can get the stock decision 
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from temporalio.client import (
     Client,
@@ -71,19 +71,21 @@ class CheckoutClient:
     async def connect(cls, settings: Settings) -> CheckoutClient:
         return cls(await connect(settings), task_queue=settings.task_queue)
 
+    def _start_options(self, request: CheckoutRequest) -> dict[str, Any]:
+        """One checkout per order id: a second start attaches to a running one, never reruns an ended one."""
+        return {
+            "id": workflow_id_for(request.order_id),
+            "task_queue": self.task_queue,
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+            "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            "search_attributes": _initial_search_attributes(request),
+            "static_summary": f"checkout of order {request.order_id} for {request.customer_id}",
+        }
+
     def _start_operation(
         self, request: CheckoutRequest
     ) -> WithStartWorkflowOperation[CheckoutWorkflow, CheckoutResult]:
-        return WithStartWorkflowOperation(
-            CheckoutWorkflow.run,
-            request,
-            id=workflow_id_for(request.order_id),
-            task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=_initial_search_attributes(request),
-            static_summary=f"checkout of order {request.order_id} for {request.customer_id}",
-        )
+        return WithStartWorkflowOperation(CheckoutWorkflow.run, request, **self._start_options(request))
 
     async def start(self, request: CheckoutRequest, *, screen: bool = True) -> ReservationView:
         """Start (or attach to) the checkout and return once its stock is held or refused.
@@ -195,13 +197,7 @@ class CheckoutClient:
         try:
             async with domain_errors(request.order_id):
                 handle = await self.client.start_workflow(
-                    CheckoutWorkflow.run,
-                    request,
-                    id=workflow_id_for(request.order_id),
-                    task_queue=self.task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    search_attributes=_initial_search_attributes(request),
+                    CheckoutWorkflow.run, request, **self._start_options(request)
                 )
         except WorkflowAlreadyStartedError:
             return workflow_id_for(request.order_id)
