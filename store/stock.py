@@ -384,7 +384,7 @@ class StockStore:
         """
         params = self._order_params(shard, order_id, lines)
         moved, states = await self._move_holds(shard, _PIN, params, whole=True, lines=len(lines))
-        if not states or not states.keys() <= _ALIVE or sum(states.values()) != len(lines):
+        if not _intact(states, len(lines)):
             raise _closed(order_id, shard, "pinned", states)
         return TransitionOutcome(order_id=order_id, moved_lines=moved, state=_summary(states))
 
@@ -432,7 +432,7 @@ class StockStore:
                 }
                 if whole:
                     before = await _order_states(conn, order)
-                    if not before or not before.keys() <= _ALIVE or sum(before.values()) < lines:
+                    if not _intact(before, lines):
                         await transaction.rollback()
                         return 0, before
                 moved = int(await conn.scalar(statement, scoped) or 0)
@@ -580,6 +580,12 @@ class StockStore:
 
 
 _ALIVE = {HoldState.HELD.value, HoldState.COMMITTED.value}
+
+
+def _intact(states: dict[str, int], lines: int) -> bool:
+    """Whether the order's lines on a shard can still move as one: at least ``lines`` of them, and
+    every one held or committed (none expired or released)."""
+    return bool(states) and states.keys() <= _ALIVE and sum(states.values()) >= lines
 
 
 async def _order_states(conn: Any, order: dict[str, str]) -> dict[str, int]:
