@@ -69,7 +69,7 @@ ORDER_ENDS_RIGHT = "order-ends-right-1"
 STUCK_RETRY_FIRST = timedelta(seconds=30)
 STUCK_RETRY_MAX = timedelta(hours=1)
 
-Compensation = Callable[[], Awaitable[None]]
+#: A saga step run for its effect: a compensation, or a step that must eventually succeed.
 Step = Callable[[], Awaitable[object]]
 
 
@@ -79,18 +79,22 @@ class _Rejected(Exception):
         self.reason, self.detail, self.shortages = reason, detail, shortages or []
 
 
+def _cause(err: BaseException) -> BaseException | None:
+    """What an activity raised: its ActivityError wraps it; a local activity's can arrive unwrapped."""
+    return err.cause if isinstance(err, ActivityError) else err
+
+
 def _message(err: BaseException) -> str:
-    cause = err.cause if isinstance(err, ActivityError) else err
+    cause = _cause(err)
     return cause.message if isinstance(cause, ApplicationError) else str(cause)
 
 
 def _cancelled(err: BaseException) -> bool:
-    cause = err.cause if isinstance(err, ActivityError) else err
-    return isinstance(cause, CancelledError)
+    return isinstance(_cause(err), CancelledError)
 
 
 def _error_type(err: BaseException) -> str | None:
-    cause = err.cause if isinstance(err, ActivityError) else err
+    cause = _cause(err)
     return cause.type if isinstance(cause, ApplicationError) else None
 
 
@@ -102,7 +106,7 @@ class CheckoutWorkflow:
         self._status = CheckoutStatus.PENDING
         self._reservation: ReservationView | None = None
         self._result: CheckoutResult | None = None
-        self._compensations: list[Compensation] = []
+        self._compensations: list[Step] = []
         self._cancel_requested = False
         self._prepared: PreparedOrder | None = None
         self._charge: ChargeOutcome | None = None
