@@ -18,7 +18,7 @@ install: $(BIN)/invsaga
 # each time, in several threads at once, and CPython 3.11 can fail compiling in parallel threads
 # ("AST constructor recursion depth mismatch", python/cpython#106905): once seen in the API fuzz test.
 bytecode: install
-	$(BIN)/python -m compileall -q domain store workflows activities workers payments api invsaga bench
+	$(BIN)/python -m compileall -q invsaga workflows activities workers bench
 
 dev: bytecode
 	$(BIN)/invsaga dev

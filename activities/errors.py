@@ -8,7 +8,7 @@ from typing import ParamSpec, TypeVar
 
 from temporalio.exceptions import ApplicationError
 
-from domain.errors import InventoryError
+from invsaga.domain.errors import InventoryError
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -8,9 +8,9 @@ from temporalio import activity
 
 from activities.errors import domain_errors_as_application_errors
 from activities.models import CommitInput, ExpireOutput, PinInput, ReleaseInput, ReserveInput
-from domain.stock import ReserveOutcome, ReserveRequest, TransitionOutcome
-from store.batching import ReservationBatcher
-from store.stock import StockStore
+from invsaga.domain.stock import ReserveOutcome, ReserveRequest, TransitionOutcome
+from invsaga.store.batching import ReservationBatcher
+from invsaga.store.stock import StockStore
 
 
 class InventoryActivities:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from domain.checkout import CheckoutRequest
-from domain.stock import StockLine
+from invsaga.domain.checkout import CheckoutRequest
+from invsaga.domain.stock import StockLine
+from invsaga.payments.refunds import RefundOutcome as RefundOutcome  # the refund activity's result
 
 
 class ShardLines(BaseModel):
@@ -71,11 +72,6 @@ class ChargeOutcome(BaseModel):
 
 class RefundInput(BaseModel):
     order_id: str
-
-
-class RefundOutcome(BaseModel):
-    refunded_minor: int
-    refund_id: str | None = None
 
 
 class FinishOrderInput(BaseModel):

@@ -6,11 +6,11 @@ from temporalio import activity
 
 from activities.errors import domain_errors_as_application_errors
 from activities.models import FinishOrderInput, PreparedOrder, PrepareOrderInput, ShardLines
-from domain.errors import InvalidInput
-from domain.stock import StockLine
+from invsaga.domain.errors import InvalidInput
+from invsaga.domain.stock import StockLine
 from invsaga.settings import Settings
-from store.databases import Databases
-from store.orders import advance_order, price_and_record_order
+from invsaga.store.databases import Databases
+from invsaga.store.orders import advance_order, price_and_record_order
 
 
 class OrderActivities:

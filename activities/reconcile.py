@@ -16,12 +16,12 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.errors import domain_errors_as_application_errors
-from domain.reconcile import FindingKind
+from invsaga.domain.reconcile import FindingKind
+from invsaga.payments.client import PaymentClient
 from invsaga.reconcile import ReconcileReport, reconcile
 from invsaga.settings import Settings
-from payments.client import PaymentClient
-from store.databases import Databases
-from store.stock import StockStore
+from invsaga.store.databases import Databases
+from invsaga.store.stock import StockStore
 
 log = logging.getLogger("invsaga.reconcile")
 

@@ -17,12 +17,12 @@ import asyncio
 from typing import Any
 
 from bench.common import closed_loop, plot, write_result
-from domain.stock import ReserveRequest, StockLine
-from invsaga.local.postgres import start_fleet
+from invsaga.dev.postgres import start_fleet
+from invsaga.domain.stock import ReserveRequest, StockLine
 from invsaga.settings import load_settings
-from store.batching import ReservationBatcher
-from store.databases import Databases, migrate_all
-from store.stock import StockStore
+from invsaga.store.batching import ReservationBatcher
+from invsaga.store.databases import Databases, migrate_all
+from invsaga.store.stock import StockStore
 
 
 async def _measure(settings: Any, rows: int, callers: list[int], seconds: float) -> list[dict[str, Any]]:

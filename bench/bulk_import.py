@@ -21,12 +21,12 @@ from typing import Any
 import asyncpg
 
 from bench.common import write_result
-from invsaga.local.postgres import start_fleet
+from invsaga.dev.postgres import start_fleet
 from invsaga.settings import load_settings
-from store.audit import audit
-from store.bulk_import import import_stock
-from store.databases import Databases, migrate_all
-from store.routing import ShardRouter
+from invsaga.store.audit import audit
+from invsaga.store.bulk_import import import_stock
+from invsaga.store.databases import Databases, migrate_all
+from invsaga.store.routing import ShardRouter
 
 LOCATIONS = ("main", "east", "west", "north")
 BASELINE_TABLE = "copy_baseline"

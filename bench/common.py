@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from invsaga.local.postgres import PgServer, find_pg_bin
+from invsaga.dev.postgres import PgServer, find_pg_bin
 
 RESULTS = Path(os.environ.get("INVSAGA_BENCH_RESULTS", Path(__file__).parent / "results"))
 

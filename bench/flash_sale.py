@@ -28,17 +28,17 @@ import psutil
 
 from bench.common import LoadResult, median, plot, write_result
 from bench.http_load import Call, send_all
-from domain.checkout import CheckoutStatus
-from invsaga.checkout_client import CheckoutClient
-from invsaga.local.ports import free_port, wait_for_port
-from invsaga.local.postgres import start_fleet
-from invsaga.local.temporal import start_dev_server
+from invsaga.client import CheckoutClient
+from invsaga.dev.ports import free_port, wait_for_port
+from invsaga.dev.postgres import start_fleet
+from invsaga.dev.temporal import start_dev_server
+from invsaga.domain.checkout import CheckoutStatus
 from invsaga.settings import Settings, load_settings
-from invsaga.temporal import connect
-from store.audit import audit
-from store.databases import Databases, migrate_all
-from store.orders import Product, upsert_products
-from store.stock import StockStore
+from invsaga.store.audit import audit
+from invsaga.store.databases import Databases, migrate_all
+from invsaga.store.orders import Product, upsert_products
+from invsaga.store.stock import StockStore
+from invsaga.temporal.connection import connect
 
 FLASH, FLOOR = "FLASH-1", "FLOOR-1"
 
@@ -163,7 +163,7 @@ def _cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 async def _run(
     settings: Settings, api: str, key: str, args: argparse.Namespace, pids: dict[str, int]
 ) -> dict[str, Any]:
-    temporal = await connect(settings)
+    temporal = await connect(settings.temporal_address, settings.temporal_namespace)
     client = CheckoutClient(temporal, task_queue=settings.task_queue)
     databases = await Databases.open(settings)
     store = StockStore(databases)
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--decline-share", type=float, default=0.05)
     args = parser.parse_args(argv)
 
-    from api.auth import generate_dev_keys
+    from invsaga.api.auth import generate_dev_keys
 
     children: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="invsaga-b4-") as scratch:

@@ -37,17 +37,17 @@ from activities.models import (
     ShardLines,
 )
 from bench.common import median, plot, write_result
-from domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus
-from domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
-from invsaga.checkout_client import CheckoutClient
-from invsaga.local.ports import free_port, wait_for_port
-from invsaga.local.postgres import start_fleet
-from invsaga.local.temporal import start_dev_server
+from invsaga.client import CheckoutClient
+from invsaga.dev.ports import free_port, wait_for_port
+from invsaga.dev.postgres import start_fleet
+from invsaga.dev.temporal import start_dev_server
+from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus
+from invsaga.domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
 from invsaga.settings import Settings, load_settings
-from invsaga.temporal import connect
-from store.databases import Databases, migrate_all
-from store.orders import Product, upsert_products
-from store.stock import StockStore
+from invsaga.store.databases import Databases, migrate_all
+from invsaga.store.orders import Product, upsert_products
+from invsaga.store.stock import StockStore
+from invsaga.temporal.connection import connect
 from workers.worker import WorkerDeps, build_worker
 from workflows.checkout import CheckoutWorkflow
 
@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )  # fmt: skip
 
             async def go() -> dict[str, Any]:
-                return await _run(settings, await connect(settings), args)
+                return await _run(
+                    settings, await connect(settings.temporal_address, settings.temporal_namespace), args
+                )
 
             payload = asyncio.run(go())
         finally:

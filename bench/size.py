@@ -16,10 +16,10 @@ from typing import Any
 
 from bench.bulk_import import timed_import
 from bench.common import LoadResult, pgbench, plot, write_result
-from invsaga.local.postgres import start_fleet
+from invsaga.dev.postgres import start_fleet
 from invsaga.settings import load_settings
-from store.databases import Databases, migrate_all
-from store.stock import StockStore
+from invsaga.store.databases import Databases, migrate_all
+from invsaga.store.stock import StockStore
 
 POINT_SELECT = """
 \\set n random(0, {top})

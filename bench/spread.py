@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy import text
 
 from bench.common import closed_loop, pgbench, plot, write_result
-from domain.stock import ReserveRequest, StockLine
-from invsaga.local.postgres import start_fleet
+from invsaga.dev.postgres import start_fleet
+from invsaga.domain.stock import ReserveRequest, StockLine
 from invsaga.settings import Settings, load_settings
-from store.batching import ReservationBatcher
-from store.databases import Databases, migrate_all
-from store.stock import StockStore
+from invsaga.store.batching import ReservationBatcher
+from invsaga.store.databases import Databases, migrate_all
+from invsaga.store.stock import StockStore
 
 SEED = """
 INSERT INTO stock_levels (sku, location, on_hand)

@@ -2,7 +2,7 @@
 
 An order lives in four places: its row in the core database, its holds on the shards, its checkout in
 Temporal and its charge at the payment provider. ``invsaga audit`` checks the stock rows; this checks
-that each order's parts agree on one end (``domain.reconcile`` holds the rules).
+that each order's parts agree on one end (``invsaga.domain.reconcile`` holds the rules).
 
 It reads the orders created since a cutoff plus every order with a held line (however old), then, for
 each of them, Temporal's view of its checkout and the provider's charge by the order's key, through the
@@ -26,10 +26,10 @@ from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.payments import charge_key, refund_what_remains
-from domain.checkout import workflow_id_for
-from domain.errors import InventoryError
-from domain.reconcile import (
+from invsaga.domain.checkout import workflow_id_for
+from invsaga.domain.errors import InventoryError
+from invsaga.domain.keys import charge_key
+from invsaga.domain.reconcile import (
     ChargeSeen,
     CheckoutSeen,
     CheckoutState,
@@ -40,13 +40,14 @@ from domain.reconcile import (
     ShardHolds,
     assess,
 )
-from invsaga.temporal_errors import domain_error
-from payments.client import PaymentClient
-from store.databases import Databases
-from store.order_evidence import held_order_ids, holds_of, orders_by_id, orders_since
-from store.orders import advance_order
-from store.stock import StockStore
-from workflows.search_attributes import CHECKOUT_STATUS, REJECT_REASON
+from invsaga.payments.client import PaymentClient
+from invsaga.payments.refunds import refund_what_remains
+from invsaga.store.databases import Databases
+from invsaga.store.order_evidence import held_order_ids, holds_of, orders_by_id, orders_since
+from invsaga.store.orders import advance_order
+from invsaga.store.stock import StockStore
+from invsaga.temporal.errors import domain_error
+from invsaga.temporal.search_attributes import CHECKOUT_STATUS, REJECT_REASON
 
 #: Orders checked at once: each costs a Temporal call and a provider call, and repairs a few more.
 CONCURRENCY = 16

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Mapping
 from functools import cached_property
-from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
@@ -13,7 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from domain.errors import ConfigurationError
+from invsaga.domain.errors import ConfigurationError
 
 
 def to_asyncpg_url(dsn: str) -> URL:
@@ -46,8 +44,6 @@ class Settings(BaseSettings):
 
     payment_url: str = "http://127.0.0.1:8081"
     payment_timeout_seconds: float = Field(5.0, gt=0)
-    #: Database of the sandbox payment provider (only the sandbox service reads it).
-    payment_dsn: str = ""
 
     hold_ttl_seconds: int = Field(900, gt=0)
     checkout_payment_deadline_seconds: int = Field(300, gt=0)
@@ -77,11 +73,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(1, ge=1)
-    #: Comma-separated API key entries, stored hashed (see api/auth.py for the format).
+    #: Comma-separated API key entries, stored hashed (see invsaga/api/auth.py for the format).
     api_keys: str = ""
-
-    #: Where `invsaga dev` keeps its state and writes stack.json.
-    data_dir: str = ".data"
 
     @field_validator("shard_dsns", mode="before")
     @classmethod
@@ -131,52 +124,16 @@ class Settings(BaseSettings):
         return self.hold_ttl_seconds > self.checkout_payment_deadline_seconds
 
 
-STACK_FILE = "stack.json"
-
-
-def read_stack_env(data_dir: Path) -> dict[str, str]:
-    """The environment a running ``invsaga dev`` published in its stack file, or nothing."""
-    try:
-        payload = json.loads((data_dir / STACK_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    env = payload.get("env") if isinstance(payload, dict) else None
-    return {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
-
-
-#: Variables that say where a dev stack is or how to report, not how to connect: they do not count as
-#: "configured" when deciding whether a command may fall back to a running dev stack.
-_NOT_CONFIGURATION = {"INVSAGA_DATA_DIR", "INVSAGA_DEBUG"}
-
-
-def _dev_stack_defaults() -> tuple[dict[str, str], str | None]:
-    """A running dev stack's settings and its stack file, when nothing at all is configured."""
-    if any(key.startswith("INVSAGA_") and key not in _NOT_CONFIGURATION for key in os.environ):
-        return {}, None
-    data_dir = Path(os.environ.get("INVSAGA_DATA_DIR", ".data"))
-    found = read_stack_env(data_dir)
-    if not found:
-        return {}, None
-    return {key.removeprefix("INVSAGA_").lower(): value for key, value in found.items()}, str(
-        data_dir / STACK_FILE
-    )
-
-
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment, turning pydantic's validation report into one readable
-    ConfigurationError. A worker and the API use this: started in a folder that holds a dev stack,
-    they must not connect to it."""
-    return _load({}, None, overrides)
+    ConfigurationError. A worker and the API use this, and only this: whatever folder they start in,
+    what they connect to is what their environment says."""
+    return load_settings_over({}, source="the environment (INVSAGA_*)", **overrides)
 
 
-def load_command_settings() -> Settings:
-    """Settings for a command a developer runs by hand (stock, audit, checkout, reconcile): when no
-    ``INVSAGA_*`` variable is set, a running ``invsaga dev`` stack's file supplies them."""
-    defaults, stack_file = _dev_stack_defaults()
-    return _load(defaults, stack_file, {})
-
-
-def _load(defaults: dict[str, str], stack_file: str | None, overrides: dict[str, object]) -> Settings:
+def load_settings_over(defaults: Mapping[str, str], *, source: str, **overrides: object) -> Settings:
+    """Settings from ``defaults`` (setting name -> value), then ``overrides``, both taking precedence
+    over the environment; ``source`` is what the process's first log line says it loaded."""
     try:
         settings = Settings(**{**defaults, **overrides})  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -189,5 +146,5 @@ def _load(defaults: dict[str, str], stack_file: str | None, overrides: dict[str,
             "INVSAGA_HOLD_TTL_SECONDS must exceed INVSAGA_CHECKOUT_PAYMENT_DEADLINE_SECONDS, "
             "or the sweeper could free stock a live checkout still owns"
         )
-    settings._loaded_from = f"the dev stack's {stack_file}" if stack_file else "the environment (INVSAGA_*)"
+    settings._loaded_from = source
     return settings

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from sqlalchemy import text
 
-from invsaga.local.postgres import PgFleet, start_fleet
+from invsaga.dev.postgres import PgFleet, start_fleet
 from invsaga.settings import Settings, load_settings
-from store.databases import Databases, migrate_all
-from store.stock import StockStore
+from invsaga.store.databases import Databases, migrate_all
+from invsaga.store.stock import StockStore
 
 TEST_SHARDS = int(os.environ.get("INVSAGA_TEST_SHARDS", "2"))
 
@@ -59,7 +59,7 @@ async def reserve(request: pytest.FixtureRequest, store: StockStore):  # type: i
     if request.param == "direct":
         yield store.reserve
         return
-    from store.batching import ReservationBatcher
+    from invsaga.store.batching import ReservationBatcher
 
     batcher = ReservationBatcher(store)
     try:
@@ -73,7 +73,7 @@ async def reserve(request: pytest.FixtureRequest, store: StockStore):  # type: i
 
 @pytest.fixture(scope="session")
 def temporal_server():  # type: ignore[no-untyped-def]
-    from invsaga.local.temporal import start_dev_server
+    from invsaga.dev.temporal import start_dev_server
 
     server = start_dev_server(ui=False)
     try:
@@ -84,7 +84,7 @@ def temporal_server():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def payment_sandbox(pg_fleet: PgFleet):  # type: ignore[no-untyped-def]
-    from payments.server import SandboxServer
+    from invsaga.dev.payments.server import SandboxServer
 
     assert pg_fleet.core is not None
     dsn = pg_fleet.core.create_database("sandbox_payments")
@@ -105,9 +105,9 @@ def saga_settings(settings: Settings, temporal_server, payment_sandbox) -> Setti
 
 @pytest.fixture(scope="session")
 async def temporal_client(saga_settings: Settings):  # type: ignore[no-untyped-def]
-    from invsaga.temporal import connect
+    from invsaga.temporal.connection import connect
 
-    return await connect(saga_settings)
+    return await connect(saga_settings.temporal_address, saga_settings.temporal_namespace)
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ async def saga(saga_settings: Settings, temporal_client, databases: Databases, c
     """A worker on a fresh task queue, and a client whose checkouts go to it."""
     import uuid
 
-    from invsaga.checkout_client import CheckoutClient
+    from invsaga.client import CheckoutClient
     from workers.worker import WorkerDeps, build_worker
 
     task_queue = f"test-{uuid.uuid4()}"

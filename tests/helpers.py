@@ -7,12 +7,12 @@ import os
 import uuid
 from pathlib import Path
 
-from domain.stock import ReserveRequest, StockLine
-from invsaga.checkout_client import CheckoutClient
-from store.audit import AuditReport, audit
-from store.databases import Databases
-from store.routing import ShardRouter
-from store.stock import StockStore
+from invsaga.client import CheckoutClient
+from invsaga.domain.stock import ReserveRequest, StockLine
+from invsaga.store.audit import AuditReport, audit
+from invsaga.store.databases import Databases
+from invsaga.store.routing import ShardRouter
+from invsaga.store.stock import StockStore
 
 
 def skus_on_shard(router: ShardRouter, shard: int, count: int, prefix: str = "SKU") -> list[str]:

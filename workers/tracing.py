@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from temporalio.worker import Interceptor
 
-from domain.errors import ConfigurationError
+from invsaga.domain.errors import ConfigurationError
 from invsaga.settings import Settings
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import WorkerDeploymentConfig
 
-from domain.errors import ConfigurationError
+from invsaga.domain.errors import ConfigurationError
 from invsaga.settings import Settings
 
 DEFAULT_VERSIONING_BEHAVIOR = VersioningBehavior.AUTO_UPGRADE

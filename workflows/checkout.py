@@ -34,7 +34,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.orders import OrderActivities
     from activities.payments import PaymentActivities
-    from domain.checkout import (
+    from invsaga.domain.checkout import (
+        CANCEL_UPDATE,
+        RESERVATION_UPDATE,
+        STATUS_QUERY,
+        WORKFLOW_TYPE,
         CancelRequest,
         CancelResult,
         CheckoutRequest,
@@ -46,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ReservationView,
         validate_checkout,
     )
-    from domain.errors import (
+    from invsaga.domain.errors import (
         CancelRefused,
         InvalidInput,
         OrderIdReused,
@@ -54,8 +58,8 @@ with workflow.unsafe.imports_passed_through():
         ReservationClosed,
         UnknownSku,
     )
-    from domain.stock import HoldState, ReserveOutcome, Shortage
-    from workflows import search_attributes as sa
+    from invsaga.domain.stock import HoldState, ReserveOutcome, Shortage
+    from invsaga.temporal import search_attributes as sa
 
 # Quick database calls run as local activities: no extra Temporal round trips on the buyer's path.
 LOCAL_ATTEMPT = timedelta(seconds=10)
@@ -98,7 +102,7 @@ def _error_type(err: BaseException) -> str | None:
     return cause.type if isinstance(cause, ApplicationError) else None
 
 
-@workflow.defn
+@workflow.defn(name=WORKFLOW_TYPE)
 class CheckoutWorkflow:
     @workflow.init
     def __init__(self, request: CheckoutRequest) -> None:
@@ -422,7 +426,7 @@ class CheckoutWorkflow:
 
     # --- handlers ----------------------------------------------------------------------------
 
-    @workflow.query
+    @workflow.query(name=STATUS_QUERY)
     def status(self) -> CheckoutView:
         base = self._result or CheckoutResult(
             order_id=self._request.order_id,
@@ -438,7 +442,7 @@ class CheckoutWorkflow:
             attention=self._attention,
         )
 
-    @workflow.update
+    @workflow.update(name=RESERVATION_UPDATE)
     async def reservation(self, order: OrderSummary | None = None) -> ReservationView:
         """Answer once the stock decision is made; used with update-with-start. ``order`` is the
         caller's order, refused by the validator if this checkout is another order's."""
@@ -452,7 +456,7 @@ class CheckoutWorkflow:
         if problem:
             raise ApplicationError(problem, type=OrderIdReused.code)
 
-    @workflow.update
+    @workflow.update(name=CANCEL_UPDATE)
     def cancel(self, request: CancelRequest) -> CancelResult:
         accepted = not self._too_late_to_cancel()
         if accepted:

@@ -4,7 +4,7 @@
 #
 #   setup-namespace.sh NAME=TYPE...     e.g. OrderId=Keyword CheckoutAmount=Double
 #
-# docker-compose.yml passes exactly workflows/search_attributes.py's REGISTRATION (a test checks
+# docker-compose.yml passes exactly invsaga/temporal/search_attributes.py's REGISTRATION (a test checks
 # that). Safe to re-run: an attribute that exists with the same type is left alone; one that exists
 # with another type fails loudly, since the workflows could not set it.
 #

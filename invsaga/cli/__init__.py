@@ -7,9 +7,9 @@ import sys
 
 import typer
 
-from domain.errors import InventoryError
 from invsaga.cli import admin, api, dev, payments, reconcile, saga
 from invsaga.cli.errors import exit_code_for
+from invsaga.domain.errors import InventoryError
 
 app = typer.Typer(
     name="invsaga",

@@ -17,15 +17,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from domain import errors
-from domain.stock import DEFAULT_LOCATION, StockLevel
 from invsaga.cli.errors import EXIT_CODES, run
-from invsaga.settings import load_command_settings
-from store.audit import AuditReport, audit
-from store.bulk_import import ImportResult, import_stock
-from store.databases import Databases, migrate_all, shard_label
-from store.stock import StockStore, check_quantity
-from store.stock_csv import LOCATION_RULE, MAX_QUANTITY, SKU_RULE
+from invsaga.cli.settings import load_command_settings
+from invsaga.domain import errors
+from invsaga.domain.stock import DEFAULT_LOCATION, StockLevel
+from invsaga.store.audit import AuditReport, audit
+from invsaga.store.bulk_import import ImportResult, import_stock
+from invsaga.store.databases import Databases, migrate_all, shard_label
+from invsaga.store.stock import StockStore, check_quantity
+from invsaga.store.stock_csv import LOCATION_RULE, MAX_QUANTITY, SKU_RULE
 
 # A negative QTY such as "-5" must reach our validation instead of being parsed as an unknown option.
 _QUANTITY_ARGS = {"ignore_unknown_options": True}

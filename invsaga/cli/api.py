@@ -30,7 +30,7 @@ def serve(
     """Serve the HTTP API (docs at /docs) until interrupted."""
     import uvicorn
 
-    from api.app import create_app
+    from invsaga.api.app import create_app
 
     settings = load_settings()
     # Built here even with several workers, so bad configuration fails once with one clear line.
@@ -45,7 +45,7 @@ def serve(
     else:
         # Each worker process builds its own app (and connections) from the environment.
         uvicorn.run(
-            "api.app:create_app_from_env",
+            "invsaga.api.app:create_app_from_env",
             factory=True,
             workers=workers,
             host=host,
@@ -65,7 +65,7 @@ def hash_command(
 ) -> None:
     """Print the INVSAGA_API_KEYS entry for an existing key. Reading from stdin keeps the key out of
     your shell history."""
-    from api.auth import Scope, key_entry
+    from invsaga.api.auth import Scope, key_entry
 
     raw = key if key not in (None, "-") else sys.stdin.readline()
     raw = (raw or "").strip()
@@ -79,7 +79,7 @@ def hash_command(
 
 def new_command(scope: str = ScopeOption) -> None:
     """Create a random key: prints the key (give it to the client) and its INVSAGA_API_KEYS entry."""
-    from api.auth import Scope, key_entry, new_key
+    from invsaga.api.auth import Scope, key_entry, new_key
 
     try:
         chosen = Scope(scope)

@@ -14,7 +14,7 @@ def dev(
     headless: bool = typer.Option(False, "--headless", help="Run Temporal without its Web UI."),
 ) -> None:
     """Start Temporal with its UI, Postgres shards, payments, a worker and the API; Ctrl-C stops all."""
-    from invsaga.devstack import DevStack
+    from invsaga.dev.stack import DevStack
 
     stack = DevStack(data_dir, shards=shards, seed=not no_seed, ui=not headless)
     code = 0

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from domain import errors
+from invsaga.domain import errors
 
 T = TypeVar("T")
 

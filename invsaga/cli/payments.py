@@ -1,17 +1,22 @@
-"""``invsaga payments``: run the sandbox payment provider that ships with us."""
+"""``invsaga payments``: run the sandbox payment provider that ships with us.
+
+The sandbox is part of the dev stack (``invsaga.dev``), which production code never imports: it is
+loaded only when this command runs.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
-import uvicorn
-from fastapi import FastAPI
 
 from invsaga.cli.errors import run
 from invsaga.settings import Settings, load_settings
-from payments.sandbox import check_database, create_app, database_url
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def mount(app: typer.Typer) -> None:
@@ -30,6 +35,8 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the sandbox provider until interrupted, keeping its state in INVSAGA_PAYMENT_DSN."""
+    import uvicorn
+
     settings, app = run(_prepare())
     # By default listen where the workers' client will call, so one setting wires both ends.
     default = urlsplit(settings.payment_url)
@@ -42,6 +49,10 @@ def serve(
 
 
 async def _prepare() -> tuple[Settings, FastAPI]:
+    from invsaga.dev.payments.sandbox import check_database, create_app, database_url
+
     settings = load_settings()
-    await check_database(database_url(settings.payment_dsn))
-    return settings, create_app(settings.payment_dsn)
+    # The sandbox's own database: only the sandbox reads it, so it is not one of the shared settings.
+    dsn = os.environ.get("INVSAGA_PAYMENT_DSN", "")
+    await check_database(database_url(dsn))
+    return settings, create_app(dsn)

@@ -12,14 +12,14 @@ from datetime import timedelta
 
 import typer
 
-from domain.errors import InvalidInput
-from domain.reconcile import Finding
 from invsaga.cli.errors import fail, run
+from invsaga.cli.settings import load_command_settings
+from invsaga.domain.errors import InvalidInput
+from invsaga.domain.reconcile import Finding
+from invsaga.payments.client import PaymentClient
 from invsaga.reconcile import ReconcileReport, reconcile
-from invsaga.settings import load_command_settings
-from invsaga.temporal import connect
-from payments.client import PaymentClient
-from store.databases import Databases
+from invsaga.store.databases import Databases
+from invsaga.temporal.connection import connect
 
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -37,7 +37,7 @@ async def _reconcile(since: timedelta | None, repair: bool) -> ReconcileReport:
     settings = load_command_settings()
     databases = await Databases.open(settings)
     try:
-        temporal = await connect(settings)
+        temporal = await connect(settings.temporal_address, settings.temporal_namespace)
         async with PaymentClient(settings.payment_url, timeout=settings.payment_timeout_seconds) as payments:
             return await reconcile(databases, temporal, payments, since=since, repair=repair)
     finally:

@@ -9,10 +9,17 @@ import uuid
 
 import typer
 
-from domain.checkout import CheckoutLine, CheckoutRequest, CheckoutResult, CheckoutStatus, RejectReason
-from domain.errors import InvalidInput, OutOfStock, ShardUnavailable
 from invsaga.cli.errors import EXIT_CODES, run
-from invsaga.settings import load_command_settings, load_settings
+from invsaga.cli.settings import load_command_settings
+from invsaga.domain.checkout import (
+    CheckoutLine,
+    CheckoutRequest,
+    CheckoutResult,
+    CheckoutStatus,
+    RejectReason,
+)
+from invsaga.domain.errors import InvalidInput, OutOfStock, ShardUnavailable
+from invsaga.settings import load_settings
 
 _LINE = re.compile(r"^(?P<sku>[^:@\s]+)(?:@(?P<location>[^:\s]+))?:(?P<quantity>-?\d+)$")
 
@@ -58,7 +65,7 @@ def checkout(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Check out an order and wait for its result; exits 0 only when it is CONFIRMED."""
-    from invsaga.checkout_client import CheckoutClient
+    from invsaga.client import CheckoutClient
 
     async def go() -> CheckoutResult:
         if not timeout > 0:
@@ -74,7 +81,10 @@ def checkout(
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                client = await CheckoutClient.connect(load_command_settings())
+                settings = load_command_settings()
+                client = await CheckoutClient.connect(
+                    settings.temporal_address, settings.temporal_namespace, task_queue=settings.task_queue
+                )
                 return await client.checkout(request)
         # Our deadline cancels the update: the client reports it as Temporal not answering in time.
         except (TimeoutError, ShardUnavailable):

@@ -18,6 +18,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from invsaga.settings import Settings, load_settings
+from invsaga.temporal.search_attributes import REGISTRATION
 from tests.deploy.support import (
     COMPOSE_FILE,
     ROOT,
@@ -30,7 +31,6 @@ from tests.deploy.support import (
     read_env_example,
     referenced_variables,
 )
-from workflows.search_attributes import REGISTRATION
 
 ENV, DOCUMENTED_DEFAULTS = read_env_example()
 COMPOSE = load_compose(ENV)

@@ -182,7 +182,7 @@ def test_the_build_context_holds_our_packages_and_the_lock():
 @pytest.mark.parametrize(
     "path",
     [".env", ".git/config", ".venv/bin/python", ".data/stack.json", "tests/conftest.py", "bench/run.py",
-     "docker-compose.yml", "store/__pycache__/stock.cpython-311.pyc", "docs/operations.md"],
+     "docker-compose.yml", "invsaga/store/__pycache__/stock.cpython-311.pyc", "docs/operations.md"],
 )  # fmt: skip
 def test_the_build_context_leaves_out_secrets_and_local_state(path: str):
     assert dockerignore_excludes(path, dockerignore_patterns())

@@ -8,8 +8,8 @@ import uuid
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
+from invsaga.temporal.search_attributes import REGISTRATION
 from tests.deploy.support import ROOT, load_compose, read_env_example, run_script
-from workflows.search_attributes import REGISTRATION
 
 SETUP_NAMESPACE = ROOT / "docker" / "temporal" / "setup-namespace.sh"
 

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from domain.checkout import CheckoutStatus
-from domain.errors import ConfigurationError
-from invsaga.checkout_client import CheckoutClient
+from invsaga.client import CheckoutClient
+from invsaga.domain.checkout import CheckoutStatus
+from invsaga.domain.errors import ConfigurationError
 from invsaga.settings import Settings
 from tests.integration.test_checkout_saga import catalog, order
 from workers.tracing import tracing

@@ -10,9 +10,9 @@ import pytest
 from temporalio.api.enums.v1 import EventType, VersioningBehavior
 from temporalio.common import WorkerDeploymentVersion
 
-from domain.checkout import CheckoutStatus
-from domain.errors import ConfigurationError
-from invsaga.checkout_client import CheckoutClient
+from invsaga.client import CheckoutClient
+from invsaga.domain.checkout import CheckoutStatus
+from invsaga.domain.errors import ConfigurationError
 from invsaga.settings import Settings
 from tests.deploy.support import ROOT, run_script
 from tests.integration.test_checkout_saga import catalog, order

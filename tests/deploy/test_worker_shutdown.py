@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from domain.checkout import CheckoutStatus
-from invsaga.checkout_client import CheckoutClient
-from invsaga.local.ports import free_port
+from invsaga.client import CheckoutClient
+from invsaga.dev.ports import free_port
+from invsaga.domain.checkout import CheckoutStatus
 from tests.helpers import assert_clean_audit, skus_on_shard
 from tests.integration.test_checkout_saga import catalog, charges_for, levels, order
 from workers.worker import WorkerDeps, build_worker

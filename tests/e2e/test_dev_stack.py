@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from invsaga.local.temporal import find_temporal_cli
+from invsaga.dev.temporal import find_temporal_cli
 
 pytestmark = pytest.mark.timeout(240)
 

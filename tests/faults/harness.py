@@ -27,16 +27,23 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.checkout import CheckoutLine, CheckoutRequest, CheckoutResult, CheckoutStatus, workflow_id_for
-from domain.errors import ShardUnavailable
-from invsaga.checkout_client import CheckoutClient
-from invsaga.local.ports import free_port
+from invsaga.client import CheckoutClient
+from invsaga.dev.ports import free_port
+from invsaga.domain.checkout import (
+    CheckoutLine,
+    CheckoutRequest,
+    CheckoutResult,
+    CheckoutStatus,
+    workflow_id_for,
+)
+from invsaga.domain.errors import ShardUnavailable
 from invsaga.settings import Settings
-from invsaga.temporal import connect, ensure_sweeper_schedule
-from store.databases import Databases
-from store.orders import Product, upsert_products
-from store.stock import StockStore
+from invsaga.store.databases import Databases
+from invsaga.store.orders import Product, upsert_products
+from invsaga.store.stock import StockStore
+from invsaga.temporal.connection import connect
 from tests.faults.stack import ADMIN_AUTH, CHECKOUT_AUTH, Child, FaultStack, Scale, wait_http_ok
+from workers.schedules import ensure_sweeper_schedule
 from workflows.hold_sweeper import SCHEDULE_ID
 
 #: What a start can end in without a stock decision; the caller retries the same order.
@@ -229,7 +236,7 @@ class Scenario:
         await self.stack.ensure_up()
         self.databases = await Databases.open(self.settings)
         self.store = StockStore(self.databases)
-        self.temporal = await connect(self.settings)
+        self.temporal = await connect(self.settings.temporal_address, self.settings.temporal_namespace)
         self.client = CheckoutClient(self.temporal, task_queue=self.task_queue)
         await self._reset_sweeper_schedule()
         return self

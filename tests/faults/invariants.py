@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import httpx
 
-from domain.checkout import CheckoutStatus
+from invsaga.domain.checkout import CheckoutStatus
 
 if TYPE_CHECKING:
     from tests.faults.harness import Outcome, Scenario

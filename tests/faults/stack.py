@@ -28,10 +28,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from api.auth import Scope, key_entry, new_key
-from invsaga.local.ports import free_port, wait_for_port
-from invsaga.local.postgres import PgFleet, PgServer, start_fleet
-from invsaga.local.temporal import TemporalDevServer, start_dev_server
+from invsaga.api.auth import Scope, key_entry, new_key
+from invsaga.dev.ports import free_port, wait_for_port
+from invsaga.dev.postgres import PgFleet, PgServer, start_fleet
+from invsaga.dev.temporal import TemporalDevServer, start_dev_server
 from invsaga.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -249,7 +249,7 @@ class FaultStack:
         return f"http://127.0.0.1:{self.payments_port}"
 
     def start(self) -> None:
-        from store.databases import migrate_all
+        from invsaga.store.databases import migrate_all
 
         # Shard servers, then one more for the sandbox's own database, then the core database.
         self.fleet = start_fleet(self.SHARDS + 1)
@@ -303,7 +303,6 @@ class FaultStack:
             "core_dsn": self.core_dsn,
             "temporal_address": self.temporal_address,
             "payment_url": self.payments_url,
-            "payment_dsn": self.payments_dsn,
             "pool_size": 10,
             "api_keys": API_KEYS_SETTING,
         }

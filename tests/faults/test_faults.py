@@ -29,12 +29,12 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError
 
-from domain.checkout import CheckoutStatus, RejectReason, workflow_id_for
-from domain.errors import CancelRefused, CheckoutNotFound, ShardUnavailable
+from invsaga.domain.checkout import CheckoutStatus, RejectReason, workflow_id_for
+from invsaga.domain.errors import CancelRefused, CheckoutNotFound, ShardUnavailable
+from invsaga.temporal import search_attributes
 from tests.faults.harness import Knobs, Outcome, Planned, Scenario, default_tokens
 from tests.faults.invariants import check_invariants, run_reconcile
 from tests.faults.stack import FaultStack, Scale, current_scale
-from workflows import search_attributes
 from workflows.checkout import CheckoutWorkflow
 from workflows.hold_sweeper import SCHEDULE_ID
 

@@ -19,14 +19,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
-from api.auth import Scope, key_entry, new_key
-from domain.checkout import CheckoutStatus
-from invsaga.local.asgi_thread import ThreadedAsgiServer
+from invsaga.api.app import create_app
+from invsaga.api.auth import Scope, key_entry, new_key
+from invsaga.dev.asgi_thread import ThreadedAsgiServer
+from invsaga.domain.checkout import CheckoutStatus
 from invsaga.settings import Settings
-from store.databases import Databases
-from store.orders import Product, upsert_products
-from store.stock import StockStore
+from invsaga.store.databases import Databases
+from invsaga.store.orders import Product, upsert_products
+from invsaga.store.stock import StockStore
 from tests.helpers import skus_on_shard, stock_up
 
 CHECKOUT_KEY = new_key()

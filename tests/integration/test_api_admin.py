@@ -6,7 +6,7 @@ import json
 
 from sqlalchemy import text
 
-from api.limits import JSON_BODY_LIMIT
+from invsaga.api.limits import JSON_BODY_LIMIT
 from tests.helpers import request, skus_on_shard, stock_up
 from tests.integration.api_fixtures import (  # noqa: F401
     ADMIN,

@@ -1,6 +1,6 @@
 """The auth matrix: every route with no key, an unknown key, the wrong scope and the right scope.
 
-The rule (api/auth.py): reading stock takes either scope; checkouts take ``checkout``; changing stock
+The rule (invsaga/api/auth.py): reading stock takes either scope; checkouts take ``checkout``; changing stock
 takes ``admin``; health, readiness, metrics and the docs take none.
 """
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from api.app import create_app
-from api.auth import ApiKeys, Scope, generate_dev_keys, hash_key, key_entry
-from domain.errors import ConfigurationError
+from invsaga.api.app import create_app
+from invsaga.api.auth import ApiKeys, Scope, generate_dev_keys, hash_key, key_entry
+from invsaga.domain.errors import ConfigurationError
 from tests.helpers import skus_on_shard, stock_up
 from tests.integration.api_fixtures import (  # noqa: F401
     ADMIN_KEY,

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.checkout import workflow_id_for
+from invsaga.domain.checkout import workflow_id_for
 from tests.helpers import assert_clean_audit
 from tests.integration.api_fixtures import (  # noqa: F401
     CHECKOUT,

@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Text
 
-from domain.checkout import workflow_id_for
+from invsaga.domain.checkout import workflow_id_for
 from tests.helpers import assert_clean_audit
 from tests.integration.api_fixtures import (  # noqa: F401
     CHECKOUT,

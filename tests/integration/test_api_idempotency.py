@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy import text
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.checkout import workflow_id_for
+from invsaga.domain.checkout import workflow_id_for
 from tests.helpers import assert_clean_audit, skus_on_shard
 from tests.integration.api_fixtures import (  # noqa: F401
     ADMIN,
@@ -226,7 +226,7 @@ async def test_a_receipt_retried_with_its_key_adds_the_units_once(http, store):
 
 
 async def test_old_keys_are_purged_and_recent_ones_kept(databases):
-    from store.idempotency import StoredResponse, claim_key, complete_key, purge_keys
+    from invsaga.store.idempotency import StoredResponse, claim_key, complete_key, purge_keys
 
     principal = f"purge-{uuid.uuid4().hex[:8]}"
     for key in ("old", "recent"):
@@ -253,10 +253,10 @@ async def test_no_stock_decision_in_time_is_503_and_the_retry_with_the_key_runs_
     """Nobody polls the task queue at first, so the decision cannot come: 503, and the key stays free."""
     import httpx
 
-    from api import checkouts
-    from api.app import create_app
-    from api.deps import ApiDeps
-    from invsaga.checkout_client import CheckoutClient
+    from invsaga.api import checkouts
+    from invsaga.api.app import create_app
+    from invsaga.api.deps import ApiDeps
+    from invsaga.client import CheckoutClient
     from tests.integration.api_fixtures import CHECKOUT
     from workers.worker import WorkerDeps, build_worker
 

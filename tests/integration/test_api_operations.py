@@ -15,13 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
 
-from api.app import create_app
-from api.auth import Scope, hash_key, key_entry
-from api.deps import ApiDeps
-from invsaga.checkout_client import CheckoutClient
-from invsaga.local.ports import free_port
-from store.databases import Databases, make_engine
-from store.stock import StockStore
+from invsaga.api.app import create_app
+from invsaga.api.auth import Scope, hash_key, key_entry
+from invsaga.api.deps import ApiDeps
+from invsaga.client import CheckoutClient
+from invsaga.dev.ports import free_port
+from invsaga.store.databases import Databases, make_engine
+from invsaga.store.stock import StockStore
 from tests.helpers import skus_on_shard
 from tests.integration.api_fixtures import (  # noqa: F401
     API_KEYS_SETTING,

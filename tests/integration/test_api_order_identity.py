@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from domain.stock import ReserveRequest, StockLine
+from invsaga.domain.stock import ReserveRequest, StockLine
 from tests.helpers import assert_clean_audit
 from tests.integration.api_fixtures import (  # noqa: F401
     CHECKOUT,
@@ -27,11 +27,12 @@ async def test_a_retry_after_a_503_attaches_to_its_checkout_and_is_never_told_so
     """Regression: the 503 released the key, so the retry was screened as new. The stock the screen saw
     was gone (held by another buyer at that moment), it answered 409 out-of-stock for the key, and the
     first attempt's checkout went on to charge and confirm once the stock came back."""
-    from api import checkouts
-    from api.app import create_app
-    from api.deps import ApiDeps
-    from invsaga.checkout_client import CheckoutClient
-    from store.sold_out import SoldOutHint
+    from invsaga.api import checkouts
+    from invsaga.api.app import create_app
+    from invsaga.api.deps import ApiDeps
+    from invsaga.api.sold_out import SoldOutScreen
+    from invsaga.client import CheckoutClient
+    from invsaga.store.sold_out import SoldOutHint
     from workers.worker import WorkerDeps, build_worker
 
     monkeypatch.setattr(checkouts, "RESERVATION_TIMEOUT_SECONDS", 1.0)
@@ -40,8 +41,11 @@ async def test_a_retry_after_a_503_attaches_to_its_checkout_and_is_never_told_so
     hint = SoldOutHint(settings.shard_urls)
     await hint.start()
     await hint.wait_listening()
-    client = CheckoutClient(temporal_client, task_queue=settings.task_queue, sold_out=hint, stock=store)
-    app = create_app(settings, deps=ApiDeps(databases=databases, store=store, checkouts=client))
+    client = CheckoutClient(temporal_client, task_queue=settings.task_queue)
+    screen = SoldOutScreen(client, hint, store)
+    app = create_app(
+        settings, deps=ApiDeps(databases=databases, store=store, checkouts=client, sold_out=screen)
+    )
     sku = await stocked_sku(databases, store, 1)
     body = checkout_body((sku, 1))
     headers = {**CHECKOUT, **idempotency("retry-" + body["order_id"])}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from domain.stock import MAX_SKU_LENGTH
+from invsaga.domain.stock import MAX_SKU_LENGTH
 from tests.helpers import skus_on_shard, stock_up
 from tests.integration.api_fixtures import (  # noqa: F401
     ADMIN,

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import text
 
-from domain.errors import InvalidInput
-from domain.stock import DEFAULT_LOCATION, HoldState, Location, Sku
-from store.bulk_import import ImportResult, import_stock
-from store.databases import Databases
-from store.stock import StockStore
-from store.stock_csv import LOCATION_RULE, SKU_RULE, CodeRule
+from invsaga.domain.errors import InvalidInput
+from invsaga.domain.stock import DEFAULT_LOCATION, HoldState, Location, Sku
+from invsaga.store.bulk_import import ImportResult, import_stock
+from invsaga.store.databases import Databases
+from invsaga.store.stock import StockStore
+from invsaga.store.stock_csv import LOCATION_RULE, SKU_RULE, CodeRule
 from tests.helpers import assert_clean_audit, request, skus_on_shard, stock_up
 
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
-from domain.errors import InvalidInput
-from store.orders import Product, upsert_products
+from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
+from invsaga.domain.errors import InvalidInput
+from invsaga.store.orders import Product, upsert_products
 from tests.helpers import assert_clean_audit, keep_history, skus_on_shard, stock_up
 
 

@@ -21,8 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from temporalio.service import RPCError
 
-from invsaga.local.ports import free_port
-from store.migrations import latest_version
+from invsaga.dev.ports import free_port
+from invsaga.store.migrations import latest_version
 from tests.helpers import request, skus_on_shard, stock_up
 
 INVSAGA = Path(sys.executable).with_name("invsaga")
@@ -183,10 +183,10 @@ async def test_an_unreachable_shard_is_exit_69(settings, invsaga, args):
 @asynccontextmanager
 async def worker_with_shard_1_down(settings, temporal_client, databases):
     """A worker whose shard 1 refuses connections, as a stopped Postgres does; yields its task queue."""
-    from payments.client import PaymentClient
-    from store.batching import ReservationBatcher
-    from store.databases import Databases, make_engine
-    from store.stock import StockStore
+    from invsaga.payments.client import PaymentClient
+    from invsaga.store.batching import ReservationBatcher
+    from invsaga.store.databases import Databases, make_engine
+    from invsaga.store.stock import StockStore
     from workers.worker import WorkerDeps, build_worker
 
     dead = make_engine(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/inventory"))
@@ -206,8 +206,8 @@ async def worker_with_shard_1_down(settings, temporal_client, databases):
 async def test_checkout_with_a_shard_down_exits_69_within_its_timeout(
     saga_settings, temporal_client, databases, store, invsaga
 ):
-    from domain.checkout import workflow_id_for
-    from store.orders import Product, upsert_products
+    from invsaga.domain.checkout import workflow_id_for
+    from invsaga.store.orders import Product, upsert_products
 
     (sku,) = skus_on_shard(store.router, 1, 1, prefix="CLI")
     await upsert_products(databases.core, [Product(sku=sku, name="mug", price=Decimal("5.00"))])

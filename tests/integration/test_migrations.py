@@ -8,11 +8,11 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from domain.errors import ConfigurationError, SchemaMismatch
+from invsaga.domain.errors import ConfigurationError, SchemaMismatch
 from invsaga.settings import load_settings, to_asyncpg_url
-from store.databases import Databases, make_engine, migrate_all
-from store.migrations import check_schema, latest_version, migrate, migrations_for
-from store.routing import slot_of
+from invsaga.store.databases import Databases, make_engine, migrate_all
+from invsaga.store.migrations import check_schema, latest_version, migrate, migrations_for
+from invsaga.store.routing import slot_of
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
-from domain.errors import ReservationClosed
-from domain.stock import HoldState, StockLine
+from invsaga.domain.errors import ReservationClosed
+from invsaga.domain.stock import HoldState, StockLine
 from tests.helpers import assert_clean_audit, request, skus_on_shard, stock_up
 
 pytestmark = pytest.mark.usefixtures("clean_shards")

@@ -16,12 +16,13 @@ import asyncpg
 import httpx
 import pytest
 
-from domain.errors import InvalidInput, PaymentDeclined, PaymentUnavailable
-from invsaga.local.ports import free_port
-from invsaga.local.postgres import PgFleet
-from payments.client import PaymentClient, PaymentOutcomeUnknown
-from payments.models import MAX_AMOUNT, Charge
-from payments.problems import (
+from invsaga.dev.payments.server import SandboxServer
+from invsaga.dev.ports import free_port
+from invsaga.dev.postgres import PgFleet
+from invsaga.domain.errors import InvalidInput, PaymentDeclined, PaymentUnavailable
+from invsaga.payments.client import PaymentClient, PaymentOutcomeUnknown
+from invsaga.payments.models import MAX_AMOUNT, Charge
+from invsaga.payments.problems import (
     CHARGE_NOT_FOUND,
     CHARGE_NOT_REFUNDABLE,
     IDEMPOTENCY_KEY_REQUIRED,
@@ -33,7 +34,6 @@ from payments.problems import (
     UNKNOWN_TOKEN,
     ProblemType,
 )
-from payments.server import SandboxServer
 
 #: The installed console script, run as a user would.
 INVSAGA = str(Path(sys.executable).parent / "invsaga")

@@ -24,21 +24,22 @@ from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleOverl
 from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 
 from activities.reconcile import ReconcileInput, ReconcileSummary
-from domain.checkout import CheckoutRequest, CheckoutStatus, workflow_id_for
-from domain.reconcile import ABANDONED, FindingKind
-from domain.stock import StockLine
-from invsaga.checkout_client import CheckoutClient
-from invsaga.local.ports import free_port
+from invsaga.client import CheckoutClient
+from invsaga.dev.ports import free_port
+from invsaga.domain.checkout import CheckoutRequest, CheckoutStatus, workflow_id_for
+from invsaga.domain.reconcile import ABANDONED, FindingKind
+from invsaga.domain.stock import StockLine
+from invsaga.payments.client import PaymentClient
 from invsaga.reconcile import ReconcileReport, _ended_checkouts, reconcile
 from invsaga.settings import Settings
-from invsaga.temporal import connect, ensure_reconciler_schedule
-from payments.client import PaymentClient
-from store.databases import Databases, migrate_all
-from store.orders import price_and_record_order
-from store.stock import StockStore
+from invsaga.store.databases import Databases, migrate_all
+from invsaga.store.orders import price_and_record_order
+from invsaga.store.stock import StockStore
+from invsaga.temporal.connection import connect
 from tests.helpers import request, skus_on_shard
 from tests.integration.test_checkout_saga import catalog, charges_for, order
 from tests.integration.test_cli import INVSAGA, CliResult, cli_env
+from workers.schedules import ensure_reconciler_schedule
 from workers.worker import WorkerDeps, build_worker
 from workflows.checkout import CheckoutWorkflow
 from workflows.order_reconciler import SCHEDULE_ID, OrderReconcilerWorkflow
@@ -385,7 +386,11 @@ async def test_the_scheduled_workflow_reconciles_and_reports_metrics(world):
     await catalog(world.databases, world.store, (sku, 5))
     orphan = await without_checkout(world, sku, 2, row=False)
     buffer = MetricBuffer(10_000)
-    client = await connect(world.settings, runtime=Runtime(telemetry=TelemetryConfig(metrics=buffer)))
+    client = await connect(
+        world.settings.temporal_address,
+        world.settings.temporal_namespace,
+        runtime=Runtime(telemetry=TelemetryConfig(metrics=buffer)),
+    )
     task_queue = f"test-{uuid.uuid4()}"
     async with (
         WorkerDeps.open(world.settings) as deps,

@@ -16,10 +16,10 @@ from temporalio import activity
 
 from activities.inventory import InventoryActivities
 from activities.models import CommitInput, ReleaseInput, ReserveInput
-from domain.checkout import CheckoutStatus
-from domain.errors import CancelRefused
-from domain.stock import ReserveOutcome, TransitionOutcome
-from invsaga.checkout_client import CheckoutClient
+from invsaga.client import CheckoutClient
+from invsaga.domain.checkout import CheckoutStatus
+from invsaga.domain.errors import CancelRefused
+from invsaga.domain.stock import ReserveOutcome, TransitionOutcome
 from tests.helpers import assert_clean_audit, request, skus_on_shard
 from tests.integration.test_checkout_saga import catalog, charges_for, levels, order, order_status
 from workers.worker import WorkerDeps, build_worker
@@ -125,8 +125,8 @@ async def test_a_checkout_terminated_after_its_charge_is_finished_by_the_reconci
     The reconciler sees the checkout is gone and finishes what was sold (commit, order confirmed)."""
     from datetime import timedelta
 
+    from invsaga.payments.client import PaymentClient
     from invsaga.reconcile import reconcile
-    from payments.client import PaymentClient
 
     (a,) = skus_on_shard(store.router, 1, 1)
     await catalog(databases, store, (a, 5))

@@ -15,9 +15,9 @@ from temporalio import activity
 from activities.inventory import InventoryActivities
 from activities.models import CommitInput, FinishOrderInput
 from activities.orders import OrderActivities
-from domain.checkout import CheckoutStatus, RejectReason
-from domain.stock import TransitionOutcome
-from invsaga.checkout_client import CheckoutClient
+from invsaga.client import CheckoutClient
+from invsaga.domain.checkout import CheckoutStatus, RejectReason
+from invsaga.domain.stock import TransitionOutcome
 from tests.helpers import assert_clean_audit, skus_on_shard
 from tests.integration.test_checkout_saga import catalog, charges_for, order, order_status
 from workers.worker import WorkerDeps, build_worker

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from domain.checkout import CheckoutStatus, RejectReason
-from domain.stock import StockLine
-from store.sold_out import SoldOutHint
+from invsaga.api.sold_out import SoldOutScreen
+from invsaga.domain.checkout import CheckoutStatus, RejectReason
+from invsaga.domain.stock import StockLine
+from invsaga.store.sold_out import SoldOutHint
 from tests.helpers import request, skus_on_shard, stock_up
 from tests.integration.test_checkout_saga import catalog, levels, order
 
@@ -93,18 +94,18 @@ async def test_every_way_stock_returns_clears_the_hint(hint, store, databases):
 
 
 async def test_sold_out_checkouts_start_no_workflow(saga, store, databases, hint):
-    saga.sold_out, saga.stock = hint, store
+    screen = SoldOutScreen(saga, hint, store)
     (sku,) = skus_on_shard(store.router, 0, 1)
     before = hint.token(sku)
     await catalog(databases, store, (sku, 2))
     await _until(lambda: hint.token(sku) != before)  # the receipt's own notification has arrived
-    first = await asyncio.gather(*(saga.start(order((sku, 1))) for _ in range(4)))
+    first = await asyncio.gather(*(screen.start(order((sku, 1))) for _ in range(4)))
     assert sum(v.held for v in first) == 2
     assert hint.sold_out(sku, "main")
     late = order((sku, 1))
-    view = await saga.start(late)
+    view = await screen.start(late)
     assert view.fast_path and not view.held and view.reason is RejectReason.OUT_OF_STOCK
-    from domain.errors import CheckoutNotFound
+    from invsaga.domain.errors import CheckoutNotFound
 
     with pytest.raises(CheckoutNotFound):
         await saga.status(late.order_id)
@@ -116,16 +117,16 @@ async def test_sold_out_checkouts_start_no_workflow(saga, store, databases, hint
 async def test_starting_the_order_that_took_the_last_unit_again_attaches_to_its_checkout(
     saga, store, databases, hint
 ):
-    saga.sold_out, saga.stock = hint, store
+    screen = SoldOutScreen(saga, hint, store)
     (sku,) = skus_on_shard(store.router, 1, 1)
     await catalog(databases, store, (sku, 1))
     winner = order((sku, 1), token="tok_slow_1000")
-    assert (await saga.start(winner)).held
-    loser = await saga.start(order((sku, 1)))
+    assert (await screen.start(winner)).held
+    loser = await screen.start(order((sku, 1)))
     assert loser.fast_path and not loser.held
     await _until(lambda: hint.sold_out(sku, "main"))
 
-    again = await saga.start(winner)
+    again = await screen.start(winner)
 
     assert again.held and not again.fast_path and again.order_id == winner.order_id
     assert (await saga.result(winner.order_id)).status is CheckoutStatus.CONFIRMED

@@ -13,8 +13,8 @@ from collections import Counter
 import pytest
 from sqlalchemy import text
 
-from domain.errors import ReservationClosed
-from domain.stock import HoldState, StockLine
+from invsaga.domain.errors import ReservationClosed
+from invsaga.domain.stock import HoldState, StockLine
 from tests.helpers import assert_clean_audit, request, skus_on_shard, stock_up
 
 pytestmark = pytest.mark.usefixtures("clean_shards")
@@ -165,7 +165,7 @@ async def test_random_mix_keeps_every_invariant(store, databases, reserve):
 
 
 async def test_the_batcher_sends_whatever_queued_during_a_commit_as_one_batch(store, databases):
-    from store.batching import ReservationBatcher
+    from invsaga.store.batching import ReservationBatcher
 
     (sku,) = skus_on_shard(store.router, 0, 1, prefix="HOT")
     await stock_up(store, sku, 1000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from domain.errors import (
+from invsaga.domain.errors import (
     BelowReserved,
     IdempotencyKeyConflict,
     InvalidInput,
@@ -13,7 +13,7 @@ from domain.errors import (
     UnknownSku,
     VersionConflict,
 )
-from domain.stock import HoldState, StockLine
+from invsaga.domain.stock import HoldState, StockLine
 from tests.helpers import assert_clean_audit, request, skus_on_shard, stock_up
 
 pytestmark = pytest.mark.usefixtures("clean_shards")
@@ -170,7 +170,7 @@ async def test_audit_catches_tampering(store, databases):
     await store.reserve(0, request("o-t", (sku, 2)))
     async with databases.shards[0].begin() as conn:
         await conn.execute(text("UPDATE stock_levels SET reserved = 3 WHERE sku = :s"), {"s": sku})
-    from store.audit import audit
+    from invsaga.store.audit import audit
 
     report = await audit(databases)
     assert {v.invariant for v in report.violations} == {2, 3}

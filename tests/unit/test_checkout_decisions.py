@@ -29,8 +29,8 @@ from activities.models import (
     ReserveInput,
     ShardLines,
 )
-from domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
-from domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
+from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
+from invsaga.domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
 from workflows.checkout import CheckoutWorkflow
 
 
@@ -127,7 +127,7 @@ async def _register_search_attributes(client) -> None:
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 
-    from workflows.search_attributes import REGISTRATION
+    from invsaga.temporal.search_attributes import REGISTRATION
 
     kinds = {
         "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,

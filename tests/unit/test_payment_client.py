@@ -12,11 +12,11 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from domain.errors import ConfigurationError, InvalidInput, PaymentDeclined, PaymentUnavailable
-from payments.client import PaymentClient, PaymentOutcomeUnknown
-from payments.models import ChargeStatus
-from payments.problems import CHARGE_NOT_FOUND, INVALID_REQUEST, Problem
-from payments.tokens import UnknownToken, behaviour_of
+from invsaga.dev.payments.tokens import UnknownToken, behaviour_of
+from invsaga.domain.errors import ConfigurationError, InvalidInput, PaymentDeclined, PaymentUnavailable
+from invsaga.payments.client import PaymentClient, PaymentOutcomeUnknown
+from invsaga.payments.models import ChargeStatus
+from invsaga.payments.problems import CHARGE_NOT_FOUND, INVALID_REQUEST, Problem
 
 CHARGE = {
     "id": "ch_1",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain.checkout import CheckoutStatus
-from domain.reconcile import (
+from invsaga.domain.checkout import CheckoutStatus
+from invsaga.domain.reconcile import (
     ABANDONED,
     ChargeSeen,
     CheckoutSeen,

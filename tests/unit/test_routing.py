@@ -10,16 +10,16 @@ from collections import Counter
 
 import pytest
 
-from domain.errors import ConfigurationError
-from domain.stock import StockLine
-from store.routing import SLOT_COUNT, ShardRouter, slot_of
+from invsaga.domain.errors import ConfigurationError
+from invsaga.domain.stock import StockLine
+from invsaga.store.routing import SLOT_COUNT, ShardRouter, slot_of
 
 SAMPLE = [f"SKU-{n}" for n in range(2000)] + ["mug", "MUG", "é-unicode", "a" * 64]
 
 
 def test_slots_are_the_same_in_another_process_with_another_hash_seed():
     script = (
-        "import json, sys; from store.routing import slot_of; "
+        "import json, sys; from invsaga.store.routing import slot_of; "
         "print(json.dumps([slot_of(s) for s in json.load(sys.stdin)]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

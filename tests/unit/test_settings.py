@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from domain.errors import ConfigurationError
-from invsaga.settings import load_command_settings, load_settings
+from invsaga.cli.settings import load_command_settings
+from invsaga.domain.errors import ConfigurationError
+from invsaga.settings import load_settings
 
 A = "postgresql://postgres@127.0.0.1:5433/inventory"
 B = "postgresql://postgres@127.0.0.1:5434/inventory"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.checkouts import cancel_checkout, checkout_state, start_checkout
-from api.problems import problem_response
-from domain.checkout import CheckoutLine, CheckoutRequest
-from domain.errors import ShardUnavailable
-from invsaga.temporal_errors import domain_errors
+from invsaga.api.checkouts import cancel_checkout, checkout_state, start_checkout
+from invsaga.api.problems import problem_response
+from invsaga.domain.checkout import CheckoutLine, CheckoutRequest
+from invsaga.domain.errors import ShardUnavailable
+from invsaga.temporal.errors import domain_errors
 
 #: Seen against a real cluster: worker restarts fail the workflow task, a Temporal restart the transport.
 TRANSIENT = {
@@ -86,8 +86,8 @@ async def test_every_route_to_temporal_answers_a_transient_error_as_503(operatio
 def test_an_error_raised_by_code_in_a_workflow_comes_back_as_its_own_class(code):
     from temporalio.exceptions import ApplicationError
 
-    from domain.errors import error_class
-    from invsaga.temporal_errors import domain_error
+    from invsaga.domain.errors import error_class
+    from invsaga.temporal.errors import domain_error
 
     error = domain_error(ApplicationError("refused", type=code), order_id="ord-1")
     assert type(error) is error_class(code) and error is not None
@@ -95,8 +95,8 @@ def test_an_error_raised_by_code_in_a_workflow_comes_back_as_its_own_class(code)
 
 
 def test_not_found_is_checkout_not_found_only_for_an_order():
-    from domain.errors import CheckoutNotFound
-    from invsaga.temporal_errors import domain_error
+    from invsaga.domain.errors import CheckoutNotFound
+    from invsaga.temporal.errors import domain_error
 
     assert isinstance(domain_error(rpc_error(RPCStatusCode.NOT_FOUND), order_id="o"), CheckoutNotFound)
     assert domain_error(rpc_error(RPCStatusCode.NOT_FOUND)) is None

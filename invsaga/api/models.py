@@ -1,0 +1,398 @@
+"""What the API reads and answers, with the examples ``/docs`` shows.
+
+Request bodies are strict (no coercion, no unknown fields) and reuse the domain's field types, so the
+OpenAPI document states the same rules the domain enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.config import JsonDict
+
+from invsaga.domain.checkout import (
+    CheckoutLine,
+    CheckoutRequest,
+    CheckoutResult,
+    CheckoutStatus,
+    CheckoutView,
+    RejectReason,
+    validate_checkout,
+)
+from invsaga.domain.stock import (
+    DEFAULT_LOCATION,
+    MAX_LINES_PER_ORDER,
+    MAX_ORDER_ID_LENGTH,
+    MAX_SKU_LENGTH,
+    ORDER_ID_PATTERN,
+    Location,
+    OrderId,
+    Quantity,
+    Shortage,
+    Sku,
+    StockLevel,
+)
+from invsaga.store.bulk_import import ImportResult
+from invsaga.store.stock_csv import RejectedRow
+
+#: A SKU or location in a URL path: the domain's code rule less '/', which would split the segment.
+#: SKUs containing '/' are read through the batch form, ``GET /v1/stock?sku=...``.
+PATH_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+PathCode = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_SKU_LENGTH, pattern=PATH_CODE_PATTERN)
+]
+#: The domain's one order-id rule, so every order id a body accepts can be followed by its path.
+PathOrderCode = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ORDER_ID_LENGTH, pattern=ORDER_ID_PATTERN)
+]
+
+MAX_BATCH_SKUS = 100
+#: Bounds that keep on_hand far inside Postgres' bigint whatever the order of receipts and sets.
+MAX_ON_HAND = 10**15
+MAX_RECEIPT = 10**9
+
+PaymentToken = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Text = Annotated[str, StringConstraints(max_length=500)]
+
+
+_MAIN_LOCATION_EXAMPLE: JsonDict = {
+    "location": "main",
+    "on_hand": 100,
+    "reserved": 3,
+    "available": 97,
+    "version": 12,
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+# --- stock --------------------------------------------------------------------------------------------
+
+
+class LocationStock(BaseModel):
+    location: str
+    on_hand: int
+    reserved: int
+    available: int
+    #: Send it back as If-Match to set this location's stock.
+    version: int
+
+    @classmethod
+    def of(cls, level: StockLevel) -> LocationStock:
+        return cls(
+            location=level.location,
+            on_hand=level.on_hand,
+            reserved=level.reserved,
+            available=level.available,
+            version=level.version,
+        )
+
+
+class StockTotals(BaseModel):
+    on_hand: int
+    reserved: int
+    available: int
+
+
+class StockView(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "sku": "MUG-BLUE",
+                    "locations": [_MAIN_LOCATION_EXAMPLE],
+                    "total": {"on_hand": 100, "reserved": 3, "available": 97},
+                }
+            ]
+        }
+    )
+
+    sku: str
+    locations: list[LocationStock]
+    total: StockTotals
+
+    @classmethod
+    def of(cls, sku: str, levels: list[StockLevel]) -> StockView:
+        return cls(
+            sku=sku,
+            locations=[LocationStock.of(level) for level in levels],
+            total=StockTotals(
+                on_hand=sum(level.on_hand for level in levels),
+                reserved=sum(level.reserved for level in levels),
+                available=sum(level.available for level in levels),
+            ),
+        )
+
+
+class StockBatch(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "sku": "MUG-BLUE",
+                            "locations": [_MAIN_LOCATION_EXAMPLE],
+                            "total": {"on_hand": 100, "reserved": 3, "available": 97},
+                        }
+                    ],
+                    "unknown": ["MUG-RED"],
+                }
+            ]
+        }
+    )
+
+    items: list[StockView]
+    #: Requested SKUs with no stock row on any location.
+    unknown: list[str]
+
+
+class SetStock(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"on_hand": 120}]})
+
+    on_hand: Annotated[int, Field(ge=0, le=MAX_ON_HAND, description="The new on_hand, at least reserved.")]
+
+
+class Receipt(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"quantity": 24, "reference": "PO-7731"}]})
+
+    quantity: Annotated[int, Field(gt=0, le=MAX_RECEIPT)]
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "receipt"
+
+
+class ImportReport(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "batch_id": "5f0c3e9f6f1a4f67a2c1d0e3b4a59687",
+                    "rows_read": 3,
+                    "imported": 2,
+                    "unchanged": 0,
+                    "rejected": [
+                        {
+                            "line": 4,
+                            "sku": "MUG-BLUE",
+                            "location": "main",
+                            "quantity": 1,
+                            "reserved": 3,
+                            "reason": "below the 3 units reserved",
+                        }
+                    ],
+                    "seconds": 0.042,
+                }
+            ]
+        }
+    )
+
+    batch_id: str
+    rows_read: int
+    #: Rows that changed a stock level.
+    imported: int
+    #: Rows already at their quantity.
+    unchanged: int
+    #: Rows refused one by one (below what is reserved), each with its CSV line number.
+    rejected: list[RejectedRow]
+    seconds: float
+
+    @classmethod
+    def of(cls, result: ImportResult) -> ImportReport:
+        return cls(
+            batch_id=result.batch_id,
+            rows_read=result.rows_read,
+            imported=result.applied,
+            unchanged=result.unchanged,
+            rejected=result.rejected,
+            seconds=result.seconds,
+        )
+
+
+# --- checkouts -----------------------------------------------------------------------------------------
+
+
+class CheckoutLineIn(Strict):
+    sku: Sku
+    quantity: Quantity
+    location: Location = DEFAULT_LOCATION
+
+
+_CHECKOUT_EXAMPLE: JsonDict = {
+    "order_id": "ord-1001",
+    "customer_id": "cust-42",
+    "lines": [{"sku": "MUG-BLUE", "quantity": 2}, {"sku": "TSHIRT-L", "quantity": 1}],
+    "payment_token": "tok_success",
+}
+
+
+class CheckoutIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [_CHECKOUT_EXAMPLE]})
+
+    order_id: OrderId
+    customer_id: OrderId
+    lines: Annotated[list[CheckoutLineIn], Field(min_length=1, max_length=MAX_LINES_PER_ORDER)]
+    payment_token: Annotated[PaymentToken, Field(description="A payment-provider token; tok_success in dev.")]
+    currency: Currency = "USD"
+
+    @model_validator(mode="after")
+    def _valid_checkout(self) -> Self:
+        # The domain's own rules (distinct lines and whatever it adds later), so 422 means "never started".
+        problem = validate_checkout(self.to_domain())
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def to_domain(self) -> CheckoutRequest:
+        return CheckoutRequest(
+            order_id=self.order_id,
+            customer_id=self.customer_id,
+            lines=[CheckoutLine(**line.model_dump()) for line in self.lines],
+            payment_token=self.payment_token,
+            currency=self.currency,
+        )
+
+
+class CheckoutLinks(BaseModel):
+    #: Follow the checkout here.
+    self: str
+    cancel: str
+
+    @classmethod
+    def of(cls, order_id: str) -> CheckoutLinks:
+        return cls(self=checkout_path(order_id), cancel=f"{checkout_path(order_id)}/cancel")
+
+
+def checkout_path(order_id: str) -> str:
+    return f"/v1/checkouts/{order_id}"
+
+
+class CheckoutAccepted(BaseModel):
+    """Stock is held for the order; payment and confirmation continue in the background."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "ord-1001",
+                    "status": "PAYING",
+                    "held": True,
+                    "links": {"self": "/v1/checkouts/ord-1001", "cancel": "/v1/checkouts/ord-1001/cancel"},
+                }
+            ]
+        }
+    )
+
+    order_id: str
+    status: CheckoutStatus
+    held: bool
+    links: CheckoutLinks
+
+
+class CheckoutState(BaseModel):
+    """The live state while the checkout runs (``terminal`` false), its final result after."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "ord-1001",
+                    "status": "CONFIRMED",
+                    "terminal": True,
+                    "customer_id": "cust-42",
+                    "reason": None,
+                    "detail": None,
+                    "shortages": [],
+                    "amount_minor": 5000,
+                    "currency": "USD",
+                    "charge_id": "ch_3b1f0c2a",
+                    "cancel_requested": False,
+                    "links": {"self": "/v1/checkouts/ord-1001", "cancel": "/v1/checkouts/ord-1001/cancel"},
+                }
+            ]
+        }
+    )
+
+    order_id: str
+    status: CheckoutStatus
+    terminal: bool
+    customer_id: str | None = None
+    reason: RejectReason | None = None
+    detail: str | None = None
+    shortages: list[Shortage] = []
+    amount_minor: int | None = None
+    currency: str | None = None
+    charge_id: str | None = None
+    cancel_requested: bool = False
+    links: CheckoutLinks
+
+    @classmethod
+    def of(cls, state: CheckoutResult, *, customer_id: str | None = None) -> CheckoutState:
+        live = state if isinstance(state, CheckoutView) else None
+        return cls(
+            order_id=state.order_id,
+            status=state.status,
+            terminal=state.status.terminal,
+            customer_id=live.customer_id if live else customer_id,
+            reason=state.reason,
+            detail=state.detail,
+            shortages=state.shortages,
+            amount_minor=state.amount_minor,
+            currency=state.currency,
+            charge_id=state.charge_id,
+            cancel_requested=live.cancel_requested if live else False,
+            links=CheckoutLinks.of(state.order_id),
+        )
+
+
+class CancelIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "buyer changed their mind"}]})
+
+    reason: Text = "cancelled by request"
+
+
+class CancelAccepted(BaseModel):
+    """The cancel was accepted; the checkout releases its stock and refunds, then ends CANCELLED."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "ord-1001",
+                    "status": "PAYING",
+                    "accepted": True,
+                    "links": {"self": "/v1/checkouts/ord-1001", "cancel": "/v1/checkouts/ord-1001/cancel"},
+                }
+            ]
+        }
+    )
+
+    order_id: str
+    accepted: bool
+    status: CheckoutStatus
+    links: CheckoutLinks
+
+
+# --- health --------------------------------------------------------------------------------------------
+
+
+class Liveness(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
+    status: str
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "ready", "checks": {"temporal": "ok", "core database": "ok", "shard 0": "ok"}}
+            ]
+        }
+    )
+
+    status: str
+    #: Every dependency checked, and "ok" or why it is down.
+    checks: dict[str, str]

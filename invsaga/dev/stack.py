@@ -1,0 +1,201 @@
+"""``invsaga dev``: the whole local stack in one foreground process.
+
+It starts Postgres shards and the core database, the Temporal dev server with its Web UI (SQLite in
+WAL mode under the data directory, so checkouts survive a restart), migrates, seeds a demo catalog,
+then runs the sandbox payment provider, a worker and the HTTP API as child processes. It writes every
+endpoint to ``<data-dir>/stack.json``, which the other ``invsaga`` commands read when no environment is
+set. Ctrl-C or SIGTERM stops every child it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from invsaga.cli.settings import STACK_FILE
+from invsaga.dev.ports import preferred_port, wait_for_port
+from invsaga.dev.postgres import PgFleet, server_os_user, start_fleet
+from invsaga.dev.temporal import TemporalDevServer, start_dev_server
+from invsaga.settings import Settings, load_settings
+from invsaga.store.databases import Databases, migrate_all
+from invsaga.store.orders import Product, upsert_products
+from invsaga.store.stock import StockStore
+
+DEMO_CATALOG = [
+    (Product(sku="MUG-BLUE", name="Blue enamel mug", price=Decimal("12.50")), 100),
+    (Product(sku="TSHIRT-L", name="Logo T-shirt, large", price=Decimal("25.00")), 50),
+    (Product(sku="SNEAKER-42", name="Running sneaker, EU 42", price=Decimal("89.90")), 20),
+    (Product(sku="LAPTOP-PRO", name="Laptop Pro 14", price=Decimal("1999.00")), 5),
+    (Product(sku="FLASH-DEAL", name="Flash-sale headphones", price=Decimal("9.99")), 1000),
+]
+
+
+def _pg_base_dir(data_dir: Path) -> Path:
+    """Postgres runs as the postgres OS user under root, which cannot enter a private home folder."""
+    wanted = data_dir / "postgres"
+    user = server_os_user()
+    if user is None:
+        return wanted
+    probe = subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(data_dir.resolve())], check=False)
+    if probe.returncode == 0:
+        return wanted
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"invsaga-{digest}" / "postgres"
+
+
+class DevStack:
+    def __init__(self, data_dir: Path, *, shards: int, seed: bool, ui: bool = True) -> None:
+        self.data_dir = data_dir.resolve()
+        self.shard_count = shards
+        self.seed = seed
+        self.ui = ui
+        self.fleet: PgFleet | None = None
+        self.temporal: TemporalDevServer | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.endpoints: dict[str, str] = {}
+        self.env: dict[str, str] = {}
+        self.api_keys: dict[str, str] = {}
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        ports = [preferred_port(55440 + i) for i in range(self.shard_count)] + [preferred_port(55439)]
+        self.fleet = start_fleet(
+            self.shard_count, base_dir=_pg_base_dir(self.data_dir), fsync=True, ports=ports
+        )
+        payments_dsn = self._payments_database()
+        self.temporal = start_dev_server(
+            db_file=self.data_dir / "temporal.sqlite",
+            port=preferred_port(7233),
+            ui=self.ui,
+            ui_port=preferred_port(8233) if self.ui else None,
+            log_file=self.data_dir / "logs" / "temporal.log",
+        )
+        payments_port = preferred_port(8081)
+        api_port = preferred_port(8000)
+        self.env = {
+            "INVSAGA_SHARD_DSNS": ",".join(self.fleet.shard_dsns),
+            "INVSAGA_CORE_DSN": self.fleet.core_dsn,
+            "INVSAGA_PAYMENT_DSN": payments_dsn,
+            "INVSAGA_PAYMENT_URL": f"http://127.0.0.1:{payments_port}",
+            "INVSAGA_TEMPORAL_ADDRESS": self.temporal.address,
+            "INVSAGA_API_PORT": str(api_port),
+            "INVSAGA_METRICS_PORT": str(preferred_port(9464)),
+        }
+        if _has_api():
+            from invsaga.api.auth import generate_dev_keys
+
+            dev_keys = generate_dev_keys(self.data_dir)  # reused across restarts, mode 0600
+            self.env["INVSAGA_API_KEYS"] = dev_keys.setting
+            self.api_keys = {scope.value: key for scope, key in dev_keys.keys.items()}
+        settings = load_settings(**{k.removeprefix("INVSAGA_").lower(): v for k, v in self.env.items()})
+        asyncio.run(self._prepare_databases(settings))
+
+        self._spawn("payments", ["payments", "serve", "--port", str(payments_port)])
+        wait_for_port(payments_port, timeout=30)
+        self._spawn("worker", ["worker"])
+        if _has_api():
+            self._spawn("api", ["api"])
+            wait_for_port(api_port, timeout=30)
+            self.endpoints["api"] = f"http://127.0.0.1:{api_port}"
+            self.endpoints["api_docs"] = f"http://127.0.0.1:{api_port}/docs"
+        if self.temporal.ui_url:
+            self.endpoints = {"temporal_ui": self.temporal.ui_url, **self.endpoints}
+        self.endpoints.update(
+            {
+                "temporal": self.temporal.address,
+                "payments": self.env["INVSAGA_PAYMENT_URL"],
+                "worker_metrics": f"http://127.0.0.1:{self.env['INVSAGA_METRICS_PORT']}/metrics",
+                "core_db": self.fleet.core_dsn,
+                **{f"shard_{i}": dsn for i, dsn in enumerate(self.fleet.shard_dsns)},
+            }
+        )
+        self._write_stack_file()
+
+    def _payments_database(self) -> str:
+        assert self.fleet is not None and self.fleet.core is not None
+        marker = self.fleet.base_dir / "payments-db-created"
+        if not marker.exists():
+            self.fleet.core.create_database("payments")
+            marker.touch()
+        return self.fleet.core.dsn("payments")
+
+    async def _prepare_databases(self, settings: Settings) -> None:
+        await migrate_all(settings)
+        if not self.seed:
+            return
+        databases = await Databases.open(settings)
+        try:
+            await upsert_products(databases.core, [product for product, _ in DEMO_CATALOG])
+            store = StockStore(databases)
+            for product, quantity in DEMO_CATALOG:
+                await store.receive(product.sku, "main", quantity, idempotency_key=f"demo-seed-{product.sku}")
+        finally:
+            await databases.close()
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        env = {**os.environ, **self.env}
+        command = [sys.executable, "-m", "invsaga", *args]
+        self.children[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def _write_stack_file(self) -> None:
+        payload = {"endpoints": self.endpoints, "env": self.env, "pid": os.getpid()}
+        (self.data_dir / STACK_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+
+    # --- run and stop --------------------------------------------------------------------------
+
+    def wait(self) -> int:
+        """Block until a signal arrives or a child dies; returns the exit code for the command."""
+        stop = {"signal": 0}
+
+        def on_signal(signum: int, _frame: object) -> None:
+            stop["signal"] = signum
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not stop["signal"]:
+            for name, child in self.children.items():
+                if child.poll() is not None:
+                    print(
+                        f"{name} exited with {child.returncode}; see {self.data_dir}/logs/{name}.log",
+                        file=sys.stderr,
+                    )
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.children.values():
+            try:
+                child.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if self.temporal is not None:
+            self.temporal.stop()
+        if self.fleet is not None:
+            self.fleet.stop()
+        stack_file = self.data_dir / STACK_FILE
+        stack_file.unlink(missing_ok=True)
+
+
+def _has_api() -> bool:
+    try:
+        import invsaga.api.app  # noqa: F401
+    except ImportError:
+        return False
+    return True

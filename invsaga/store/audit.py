@@ -1,0 +1,142 @@
+"""Check invariants 1-4 of ARCHITECTURE.md on every shard, each shard in one consistent snapshot.
+
+The audit is read-only and safe against live shards: a REPEATABLE READ transaction means a checkout
+committing mid-audit cannot make a clean shard look broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from invsaga.store.databases import Databases, shard_label, unavailable_as
+
+# Each check returns the offending (sku, location) rows with the numbers that disagree.
+_CHECKS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "reserved must lie within 0..on_hand",
+        "SELECT sku, location, on_hand, reserved FROM stock_levels"
+        " WHERE NOT (0 <= reserved AND reserved <= on_hand)",
+    ),
+    (
+        2,
+        "reserved must equal the sum of held reservations",
+        """
+        SELECT sku, location, coalesce(s.reserved, 0) AS reserved, coalesce(h.held, 0) AS held
+          FROM stock_levels s
+          FULL JOIN (SELECT sku, location, sum(quantity) AS held FROM reservations
+                      WHERE state = 'held' GROUP BY sku, location) h USING (sku, location)
+         WHERE coalesce(s.reserved, 0) <> coalesce(h.held, 0)
+        """,
+    ),
+    (
+        3,
+        "on_hand and reserved must equal the sums of their ledger deltas",
+        """
+        SELECT sku, location, coalesce(s.on_hand, 0) AS on_hand, coalesce(s.reserved, 0) AS reserved,
+               coalesce(m.on_hand_sum, 0) AS ledger_on_hand, coalesce(m.reserved_sum, 0) AS ledger_reserved
+          FROM stock_levels s
+          FULL JOIN (SELECT sku, location, sum(delta_on_hand) AS on_hand_sum,
+                            sum(delta_reserved) AS reserved_sum
+                       FROM stock_movements GROUP BY sku, location) m USING (sku, location)
+         WHERE coalesce(s.on_hand, 0) <> coalesce(m.on_hand_sum, 0)
+            OR coalesce(s.reserved, 0) <> coalesce(m.reserved_sum, 0)
+        """,
+    ),
+    (
+        4,
+        "stock must be conserved: received and adjusted = on_hand + sold, and holds never move on_hand",
+        """
+        SELECT sku, location, coalesce(s.on_hand, 0) AS on_hand, m.brought_in, m.sold, m.moved_by_holds
+          FROM stock_levels s
+          FULL JOIN (SELECT sku, location,
+                            sum(delta_on_hand) FILTER (WHERE reason IN ('receive', 'adjust', 'import'))
+                                AS brought_in,
+                            -sum(delta_on_hand) FILTER (WHERE reason = 'commit') AS sold,
+                            sum(abs(delta_on_hand))
+                                FILTER (WHERE reason IN ('reserve', 'release', 'expire')) AS moved_by_holds
+                       FROM stock_movements GROUP BY sku, location) m USING (sku, location)
+         WHERE coalesce(m.brought_in, 0) <> coalesce(s.on_hand, 0) + coalesce(m.sold, 0)
+            OR coalesce(m.moved_by_holds, 0) <> 0
+        """,
+    ),
+]
+
+
+class Violation(BaseModel):
+    invariant: int
+    rule: str
+    shard: int
+    sku: str
+    location: str
+    numbers: dict[str, int]
+
+
+class ShardSummary(BaseModel):
+    shard: int
+    stock_rows: int
+    held_reservations: int
+    units_on_hand: int
+    units_reserved: int
+
+
+class AuditReport(BaseModel):
+    shards: list[ShardSummary]
+    violations: list[Violation]
+
+    @property
+    def clean(self) -> bool:
+        return not self.violations
+
+
+async def _audit_shard(index: int, engine: AsyncEngine) -> tuple[ShardSummary, list[Violation]]:
+    async with unavailable_as(shard_label(index)), engine.connect() as conn:
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            await conn.execute(text("SET TRANSACTION READ ONLY"))
+            summary = await _summary(conn, index)
+            violations: list[Violation] = []
+            for invariant, rule, sql in _CHECKS:
+                for row in (await conn.execute(text(sql))).mappings():
+                    violations.append(_violation(invariant, rule, index, row))
+    return summary, violations
+
+
+async def _summary(conn: AsyncConnection, index: int) -> ShardSummary:
+    row = (
+        await conn.execute(
+            text(
+                "SELECT count(*) AS n, coalesce(sum(on_hand), 0) AS on_hand,"
+                " coalesce(sum(reserved), 0) AS reserved,"
+                " (SELECT count(*) FROM reservations WHERE state = 'held') AS held"
+                " FROM stock_levels"
+            )
+        )
+    ).one()
+    return ShardSummary(
+        shard=index,
+        stock_rows=row.n,
+        held_reservations=row.held,
+        units_on_hand=row.on_hand,
+        units_reserved=row.reserved,
+    )
+
+
+def _violation(invariant: int, rule: str, shard: int, row: Any) -> Violation:
+    numbers = {k: int(v or 0) for k, v in row.items() if k not in ("sku", "location")}
+    return Violation(
+        invariant=invariant, rule=rule, shard=shard, sku=row["sku"], location=row["location"], numbers=numbers
+    )
+
+
+async def audit(databases: Databases) -> AuditReport:
+    results = await asyncio.gather(*(_audit_shard(i, e) for i, e in enumerate(databases.shards)))
+    return AuditReport(
+        shards=[summary for summary, _ in results],
+        violations=[v for _, found in results for v in found],
+    )

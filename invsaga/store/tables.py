@@ -1,0 +1,37 @@
+"""SQLAlchemy Core tables for the statements built with Core (routing, catalog). The DDL of every table
+lives in ``invsaga/store/schema/*.sql``; the stock hot path is hand-written SQL in ``invsaga.store.stock``."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+)
+
+core_metadata = MetaData()
+
+# --- the core database -----------------------------------------------------------------------
+
+slot_map = Table(
+    "slot_map",
+    core_metadata,
+    Column("slot", Integer, primary_key=True),
+    Column("shard_index", Integer, nullable=False),
+)
+
+products = Table(
+    "products",
+    core_metadata,
+    Column("sku", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("price", Numeric(12, 2), nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
