@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -73,8 +74,25 @@ ORDER_ENDS_RIGHT = "order-ends-right-1"
 STUCK_RETRY_FIRST = timedelta(seconds=30)
 STUCK_RETRY_MAX = timedelta(hours=1)
 
+In = TypeVar("In")
+Out = TypeVar("Out")
+
 #: A saga step run for its effect: a compensation, or a step that must eventually succeed.
 Step = Callable[[], Awaitable[object]]
+
+
+def _quick_db_step(
+    step: Callable[[Any, In], Awaitable[Out]], arg: In, *, for_good: list[str]
+) -> Awaitable[Out]:
+    """A quick database step as a local activity, retried up to LOCAL_DEADLINE unless it fails with one
+    of the ``for_good`` error types, which no retry can change."""
+    return workflow.execute_local_activity_method(
+        step,
+        arg,
+        retry_policy=RetryPolicy(non_retryable_error_types=for_good),
+        start_to_close_timeout=LOCAL_ATTEMPT,
+        schedule_to_close_timeout=LOCAL_DEADLINE,
+    )
 
 
 class _Rejected(Exception):
@@ -180,12 +198,8 @@ class CheckoutWorkflow:
 
     async def _prepare(self, request: CheckoutRequest) -> PreparedOrder:
         try:
-            prepared = await workflow.execute_local_activity_method(
-                OrderActivities.prepare_order,
-                PrepareOrderInput(request=request),
-                retry_policy=RetryPolicy(non_retryable_error_types=INPUT_ERRORS),
-                start_to_close_timeout=LOCAL_ATTEMPT,
-                schedule_to_close_timeout=LOCAL_DEADLINE,
+            prepared = await _quick_db_step(
+                OrderActivities.prepare_order, PrepareOrderInput(request=request), for_good=INPUT_ERRORS
             )
         except (ActivityError, ApplicationError) as err:
             # A local activity's non-retryable failure can arrive unwrapped.
@@ -212,7 +226,7 @@ class CheckoutWorkflow:
         self._reservation = ReservationView(order_id=self._request.order_id, status=self._status, held=True)
 
     async def _reserve_on(self, group: ShardLines, prepared: PreparedOrder) -> ReserveOutcome:
-        return await workflow.execute_local_activity_method(
+        return await _quick_db_step(
             InventoryActivities.reserve_stock,
             ReserveInput(
                 order_id=prepared.order_id,
@@ -220,9 +234,7 @@ class CheckoutWorkflow:
                 lines=group.lines,
                 ttl_seconds=prepared.hold_ttl_seconds,
             ),
-            retry_policy=RetryPolicy(non_retryable_error_types=INPUT_ERRORS),
-            start_to_close_timeout=LOCAL_ATTEMPT,
-            schedule_to_close_timeout=LOCAL_DEADLINE,
+            for_good=INPUT_ERRORS,
         )
 
     async def _pin(self, prepared: PreparedOrder) -> None:
@@ -230,12 +242,10 @@ class CheckoutWorkflow:
         try:
             await asyncio.gather(
                 *(
-                    workflow.execute_local_activity_method(
+                    _quick_db_step(
                         InventoryActivities.pin_stock,
                         PinInput(order_id=prepared.order_id, shard=group.shard, lines=group.lines),
-                        retry_policy=RetryPolicy(non_retryable_error_types=[ReservationClosed.code]),
-                        start_to_close_timeout=LOCAL_ATTEMPT,
-                        schedule_to_close_timeout=LOCAL_DEADLINE,
+                        for_good=[ReservationClosed.code],
                     )
                     for group in prepared.shards
                 )

@@ -1,7 +1,8 @@
-"""What the API reads and answers, with the examples ``/docs`` shows.
+"""What the API reads and answers.
 
 Request bodies are strict (no coercion, no unknown fields) and reuse the domain's field types, so the
-OpenAPI document states the same rules the domain enforces.
+OpenAPI document states the same rules the domain enforces. The examples ``/docs`` shows for each model are
+in ``invsaga.api.examples``; the base classes put them in the schema.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from pydantic.config import JsonDict
 
+from invsaga.api.examples import add_examples
 from invsaga.domain.checkout import (
     CheckoutLine,
     CheckoutRequest,
@@ -57,23 +58,22 @@ Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Text = Annotated[str, StringConstraints(max_length=500)]
 
 
-_MAIN_LOCATION_EXAMPLE: JsonDict = {
-    "location": "main",
-    "on_hand": 100,
-    "reserved": 3,
-    "available": 97,
-    "version": 12,
-}
+class Answer(BaseModel):
+    """A body the API answers with; its example, if it has one, is in ``invsaga.api.examples``."""
+
+    model_config = ConfigDict(json_schema_extra=add_examples)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    """A body the API reads; its example, if it has one, is in ``invsaga.api.examples``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, json_schema_extra=add_examples)
 
 
 # --- stock --------------------------------------------------------------------------------------------
 
 
-class LocationStock(BaseModel):
+class LocationStock(Answer):
     location: str
     on_hand: int
     reserved: int
@@ -92,25 +92,13 @@ class LocationStock(BaseModel):
         )
 
 
-class StockTotals(BaseModel):
+class StockTotals(Answer):
     on_hand: int
     reserved: int
     available: int
 
 
-class StockView(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "sku": "MUG-BLUE",
-                    "locations": [_MAIN_LOCATION_EXAMPLE],
-                    "total": {"on_hand": 100, "reserved": 3, "available": 97},
-                }
-            ]
-        }
-    )
-
+class StockView(Answer):
     sku: str
     locations: list[LocationStock]
     total: StockTotals
@@ -128,67 +116,22 @@ class StockView(BaseModel):
         )
 
 
-class StockBatch(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "items": [
-                        {
-                            "sku": "MUG-BLUE",
-                            "locations": [_MAIN_LOCATION_EXAMPLE],
-                            "total": {"on_hand": 100, "reserved": 3, "available": 97},
-                        }
-                    ],
-                    "unknown": ["MUG-RED"],
-                }
-            ]
-        }
-    )
-
+class StockBatch(Answer):
     items: list[StockView]
     #: Requested SKUs with no stock row on any location.
     unknown: list[str]
 
 
 class SetStock(Strict):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"on_hand": 120}]})
-
     on_hand: Annotated[int, Field(ge=0, le=MAX_ON_HAND, description="The new on_hand, at least reserved.")]
 
 
 class Receipt(Strict):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"quantity": 24, "reference": "PO-7731"}]})
-
     quantity: Annotated[int, Field(gt=0, le=MAX_RECEIPT)]
     reference: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "receipt"
 
 
-class ImportReport(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "batch_id": "5f0c3e9f6f1a4f67a2c1d0e3b4a59687",
-                    "rows_read": 3,
-                    "imported": 2,
-                    "unchanged": 0,
-                    "rejected": [
-                        {
-                            "line": 4,
-                            "sku": "MUG-BLUE",
-                            "location": "main",
-                            "quantity": 1,
-                            "reserved": 3,
-                            "reason": "below the 3 units reserved",
-                        }
-                    ],
-                    "seconds": 0.042,
-                }
-            ]
-        }
-    )
-
+class ImportReport(Answer):
     batch_id: str
     rows_read: int
     #: Rows that changed a stock level.
@@ -220,17 +163,7 @@ class CheckoutLineIn(Strict):
     location: Location = DEFAULT_LOCATION
 
 
-_CHECKOUT_EXAMPLE: JsonDict = {
-    "order_id": "ord-1001",
-    "customer_id": "cust-42",
-    "lines": [{"sku": "MUG-BLUE", "quantity": 2}, {"sku": "TSHIRT-L", "quantity": 1}],
-    "payment_token": "tok_success",
-}
-
-
 class CheckoutIn(Strict):
-    model_config = ConfigDict(json_schema_extra={"examples": [_CHECKOUT_EXAMPLE]})
-
     order_id: OrderId
     customer_id: OrderId
     lines: Annotated[list[CheckoutLineIn], Field(min_length=1, max_length=MAX_LINES_PER_ORDER)]
@@ -255,7 +188,7 @@ class CheckoutIn(Strict):
         )
 
 
-class CheckoutLinks(BaseModel):
+class CheckoutLinks(Answer):
     #: Follow the checkout here.
     self: str
     cancel: str
@@ -269,21 +202,8 @@ def checkout_path(order_id: str) -> str:
     return f"/v1/checkouts/{order_id}"
 
 
-class CheckoutAccepted(BaseModel):
+class CheckoutAccepted(Answer):
     """Stock is held for the order; payment and confirmation continue in the background."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "order_id": "ord-1001",
-                    "status": "PAYING",
-                    "held": True,
-                    "links": {"self": "/v1/checkouts/ord-1001", "cancel": "/v1/checkouts/ord-1001/cancel"},
-                }
-            ]
-        }
-    )
 
     order_id: str
     status: CheckoutStatus
@@ -291,29 +211,8 @@ class CheckoutAccepted(BaseModel):
     links: CheckoutLinks
 
 
-class CheckoutState(BaseModel):
+class CheckoutState(Answer):
     """The live state while the checkout runs (``terminal`` false), its final result after."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "order_id": "ord-1001",
-                    "status": "CONFIRMED",
-                    "terminal": True,
-                    "customer_id": "cust-42",
-                    "reason": None,
-                    "detail": None,
-                    "shortages": [],
-                    "amount_minor": 5000,
-                    "currency": "USD",
-                    "charge_id": "ch_3b1f0c2a",
-                    "cancel_requested": False,
-                    "links": {"self": "/v1/checkouts/ord-1001", "cancel": "/v1/checkouts/ord-1001/cancel"},
-                }
-            ]
-        }
-    )
 
     order_id: str
     status: CheckoutStatus
@@ -348,26 +247,11 @@ class CheckoutState(BaseModel):
 
 
 class CancelIn(Strict):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "buyer changed their mind"}]})
-
     reason: Text = "cancelled by request"
 
 
-class CancelAccepted(BaseModel):
+class CancelAccepted(Answer):
     """The cancel was accepted; the checkout releases its stock and refunds, then ends CANCELLED."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "order_id": "ord-1001",
-                    "status": "PAYING",
-                    "accepted": True,
-                    "links": {"self": "/v1/checkouts/ord-1001", "cancel": "/v1/checkouts/ord-1001/cancel"},
-                }
-            ]
-        }
-    )
 
     order_id: str
     accepted: bool
@@ -378,21 +262,11 @@ class CancelAccepted(BaseModel):
 # --- health --------------------------------------------------------------------------------------------
 
 
-class Liveness(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
-
+class Liveness(Answer):
     status: str
 
 
-class Readiness(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"status": "ready", "checks": {"temporal": "ok", "core database": "ok", "shard 0": "ok"}}
-            ]
-        }
-    )
-
+class Readiness(Answer):
     status: str
     #: Every dependency checked, and "ok" or why it is down.
     checks: dict[str, str]

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from invsaga.api import examples
 from invsaga.api.auth import Principal, Scope, requires
 from invsaga.api.deps import Deps
 from invsaga.api.errors import (
@@ -40,6 +41,7 @@ from invsaga.domain.errors import (
     UnknownSku,
     VersionConflict,
 )
+from invsaga.domain.keys import adhoc_key, api_client_key
 from invsaga.domain.stock import StockLevel
 from invsaga.store.bulk_import import import_stock
 from invsaga.store.idempotency import StoredResponse
@@ -129,7 +131,7 @@ async def put_stock(
         location,
         body.on_hand,
         expected_version=_expected_version(if_match),
-        idempotency_key=f"http:{uuid.uuid4()}",
+        idempotency_key=adhoc_key("http", uuid.uuid4()),
         reference=f"api set by key {principal.key_id}",
     )
     return _level_response(level)
@@ -173,7 +175,7 @@ async def post_receipt(
             sku,
             location,
             body.quantity,
-            idempotency_key=f"http:{principal.key_id}:{key}",
+            idempotency_key=api_client_key(principal.key_id, key),
             reference=body.reference,
         )
         return json_answer(200, LevelView.of(level))
@@ -183,9 +185,6 @@ async def post_receipt(
         deps.databases.core, principal, key, fingerprint(operation, body), request.url.path, receive
     )
     return as_response(answer, replayed=replayed)
-
-
-_CSV_EXAMPLE = "sku,location,quantity\nMUG-BLUE,main,120\nTSHIRT-L,main,40\n"
 
 
 @router.post(
@@ -198,7 +197,7 @@ _CSV_EXAMPLE = "sku,location,quantity\nMUG-BLUE,main,120\nTSHIRT-L,main,40\n"
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"text/csv": {"schema": {"type": "string"}, "example": _CSV_EXAMPLE}},
+            "content": {"text/csv": {"schema": {"type": "string"}, "example": examples.IMPORT_CSV}},
         }
     },
 )

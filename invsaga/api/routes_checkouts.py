@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import Response
 
+from invsaga.api import examples
 from invsaga.api.auth import Principal, Scope, requires
 from invsaga.api.checkouts import cancel_checkout, checkout_state, refusal_for, start_checkout
 from invsaga.api.deps import Deps
@@ -56,31 +57,6 @@ PathOrderId = Annotated[
 _AUTH_ERRORS = (Unauthorized, Forbidden)
 
 
-def _example(summary: str, order_id: str, token: str, *lines: tuple[str, int]) -> dict[str, object]:
-    return {
-        "summary": summary,
-        "value": {
-            "order_id": order_id,
-            "customer_id": "cust-42",
-            "lines": [{"sku": sku, "quantity": quantity} for sku, quantity in lines],
-            "payment_token": token,
-        },
-    }
-
-
-# The dev stack's demo catalog has these SKUs, so each example works as is from /docs.
-CHECKOUT_EXAMPLES = {
-    "buy": _example("Two mugs and a T-shirt", "ord-1001", "tok_success", ("MUG-BLUE", 2), ("TSHIRT-L", 1)),
-    "slow": _example(
-        "A slow payment: time to follow or cancel it", "ord-1002", "tok_slow_5000", ("MUG-BLUE", 1)
-    ),
-    "declined": _example(
-        "A declined card: released, nothing charged", "ord-1003", "tok_decline", ("MUG-BLUE", 1)
-    ),
-    "sold_out": _example("More laptops than there are: 409", "ord-1004", "tok_success", ("LAPTOP-PRO", 500)),
-}
-
-
 @router.post(
     "",
     status_code=202,
@@ -111,7 +87,7 @@ CHECKOUT_EXAMPLES = {
 )
 async def post_checkout(
     request: Request,
-    body: Annotated[CheckoutIn, Body(openapi_examples=CHECKOUT_EXAMPLES)],
+    body: Annotated[CheckoutIn, Body(openapi_examples=examples.CHECKOUT_BODIES)],
     key: IdempotencyKey,
     principal: Service,
     deps: Deps,
@@ -183,9 +159,7 @@ async def post_cancel(
     order_id: PathOrderId,
     deps: Deps,
     _: Service,
-    body: Annotated[
-        CancelIn | None, Body(openapi_examples={"reason": {"value": {"reason": "buyer changed their mind"}}})
-    ] = None,
+    body: Annotated[CancelIn | None, Body(openapi_examples=examples.CANCEL_BODIES)] = None,
 ) -> CancelAccepted:
     """Ask the checkout to stop: it releases its stock and refunds any charge, then ends CANCELLED.
 

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from invsaga.cli.errors import EXIT_CODES, run
 from invsaga.cli.settings import load_command_settings
 from invsaga.domain import errors
+from invsaga.domain.keys import adhoc_key
 from invsaga.domain.stock import DEFAULT_LOCATION, StockLevel
 from invsaga.store.audit import AuditReport, audit
 from invsaga.store.bulk_import import ImportResult, import_stock
@@ -86,7 +87,8 @@ async def _migrate() -> list[dict[str, Any]]:
     results = await migrate_all(load_command_settings())
     labels = ["core database", *(shard_label(i) for i in range(len(results) - 1))]
     return [
-        {"database": d, "before": r.before, "after": r.after} for d, r in zip(labels, results, strict=True)
+        {"database": d, "before": r.before, "after": r.after, "definitions": list(r.definitions)}
+        for d, r in zip(labels, results, strict=True)
     ]
 
 
@@ -97,8 +99,9 @@ def migrate_command(as_json: bool = JsonOption) -> None:
         _print_json(results)
         return
     for r in results:
-        note = "up to date" if r["before"] == r["after"] else "migrated"
-        print(f"{r['database']}: schema {r['before']} -> {r['after']} ({note})")
+        applied = f"; applied {', '.join(r['definitions'])}" if r["definitions"] else ""
+        note = "migrated" if r["before"] != r["after"] or r["definitions"] else "up to date"
+        print(f"{r['database']}: schema {r['before']} -> {r['after']}{applied} ({note})")
 
 
 # --- stock --------------------------------------------------------------------------------------
@@ -134,7 +137,7 @@ async def _set(sku: str, quantity: int, location: str, expected_version: int | N
             location,
             quantity,
             expected_version=expected_version,
-            idempotency_key=f"cli:{uuid.uuid4()}",
+            idempotency_key=adhoc_key("cli", uuid.uuid4()),
             reference="cli stock set",
         )
 

@@ -6,7 +6,6 @@ loaded only when this command runs.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
@@ -49,10 +48,9 @@ def serve(
 
 
 async def _prepare() -> tuple[Settings, FastAPI]:
-    from invsaga.dev.payments.sandbox import check_database, create_app, database_url
+    from invsaga.dev.payments.sandbox import SandboxSettings, check_database, create_app, database_url
 
     settings = load_settings()
-    # The sandbox's own database: only the sandbox reads it, so it is not one of the shared settings.
-    dsn = os.environ.get("INVSAGA_PAYMENT_DSN", "")
+    dsn = SandboxSettings().payment_dsn
     await check_database(database_url(dsn))
     return settings, create_app(dsn)

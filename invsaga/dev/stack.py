@@ -24,6 +24,7 @@ from invsaga.cli.settings import STACK_FILE
 from invsaga.dev.ports import preferred_port, wait_for_port
 from invsaga.dev.postgres import PgFleet, server_os_user, start_fleet
 from invsaga.dev.temporal import TemporalDevServer, start_dev_server
+from invsaga.domain.keys import demo_seed_key
 from invsaga.settings import Settings, load_settings
 from invsaga.store.databases import Databases, migrate_all
 from invsaga.store.orders import Product, upsert_products
@@ -139,7 +140,7 @@ class DevStack:
             await upsert_products(databases.core, [product for product, _ in DEMO_CATALOG])
             store = StockStore(databases)
             for product, quantity in DEMO_CATALOG:
-                await store.receive(product.sku, "main", quantity, idempotency_key=f"demo-seed-{product.sku}")
+                await store.receive(product.sku, "main", quantity, idempotency_key=demo_seed_key(product.sku))
         finally:
             await databases.close()
 

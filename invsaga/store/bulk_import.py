@@ -26,7 +26,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from invsaga.domain.errors import InvalidInput, VersionConflict
+from invsaga.domain.keys import import_key
 from invsaga.store.databases import Databases, shard_label, unavailable_as
+from invsaga.store.ledger import key_sql, record_movements
 from invsaga.store.stock_csv import MAX_REPORTED_PROBLEMS, CsvRows, RejectedRow, RowProblem, StagedRow
 
 CHUNK_ROWS = 50_000
@@ -77,6 +79,16 @@ _LOCK_AND_FIND_BELOW_RESERVED = text(
     ") SELECT line, sku, location, quantity, reserved FROM locked WHERE quantity < reserved ORDER BY line"
 )
 
+_IMPORT_MOVEMENTS = record_movements(
+    "import",
+    rows="incoming",
+    delta_on_hand="quantity - coalesce(old_on_hand, 0)",
+    delta_reserved="0",
+    reference=":batch",
+    key=key_sql(import_key, ":batch", "sku", "location"),
+    then="ORDER BY sku, location",
+)
+
 # The inserted version is the version the row should end at, so the conflict branch is a compare-and-set
 # against the version planned from: a row the plan saw as missing (version 0) but that someone created
 # meanwhile is left alone, and shows up as planned > applied. The ledger is written from the plan: the
@@ -96,13 +108,7 @@ _APPLY = text(
            SET on_hand = excluded.on_hand, version = excluded.version, updated_at = now()
          WHERE s.version = excluded.version - 1
         RETURNING 1
-    ), ledger AS (
-        INSERT INTO stock_movements
-               (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
-        SELECT sku, location, quantity - coalesce(old_on_hand, 0), 0, 'import', :batch,
-               'import:' || :batch || ':' || sku || ':' || location
-          FROM incoming ORDER BY sku, location
-    )
+    ), ledger AS ({_IMPORT_MOVEMENTS})
     SELECT (SELECT count(*) FROM incoming) AS planned, (SELECT count(*) FROM applied) AS applied
     """
 )

@@ -1,5 +1,6 @@
 """SQLAlchemy Core tables for the statements built with Core (routing, catalog). The DDL of every table
-lives in ``invsaga/store/schema/*.sql``; the stock hot path is hand-written SQL in ``invsaga.store.stock``."""
+lives in ``invsaga/store/schema/*.sql``; the stock operations are hand-written SQL in
+``invsaga.store.holds`` and ``invsaga.store.levels``."""
 
 from __future__ import annotations
 

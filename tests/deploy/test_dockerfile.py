@@ -188,6 +188,22 @@ def test_the_build_context_leaves_out_secrets_and_local_state(path: str):
     assert dockerignore_excludes(path, dockerignore_patterns())
 
 
+def _named_by_package_data(path: Path, package_data: dict[str, list[str]]) -> bool:
+    """Whether a pattern of the file's package, or of a package above it, names it: setuptools globs each
+    pattern from its package's folder, so ``definitions/*/*.sql`` reaches into folders that are not
+    packages, and ``*.sql`` does not."""
+    for folder in path.parents:
+        if folder == ROOT:
+            return False
+        if not (folder / "__init__.py").exists():
+            continue
+        relative = path.relative_to(folder)
+        patterns = package_data.get("*", []) + package_data.get(".".join(folder.relative_to(ROOT).parts), [])
+        if any(len(Path(p).parts) == len(relative.parts) and relative.match(p) for p in patterns):
+            return True
+    return False
+
+
 def test_every_data_file_of_our_packages_is_installed():
     """The image installs our packages as a wheel, which carries only the data files that
     [tool.setuptools.package-data] names (the SQL migrations, for one)."""
@@ -197,9 +213,7 @@ def test_every_data_file_of_our_packages_is_installed():
         for path in (ROOT / package).rglob("*"):
             if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
                 continue
-            module = ".".join(path.parent.relative_to(ROOT).parts)
-            patterns = package_data.get("*", []) + package_data.get(module, [])
-            if not any(Path(path.name).match(pattern) for pattern in patterns):
+            if not _named_by_package_data(path, package_data):
                 uncovered.append(str(path.relative_to(ROOT)))
     assert not uncovered, (
         f"missing from the installed package (so from the image): {uncovered}; "

@@ -27,6 +27,21 @@ def _invsaga(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
+def _readme_python_snippet() -> str:
+    """The README's "From Python" example, exactly as a newcomer would copy it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### From Python", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def _as_script(snippet: str) -> str:
+    body = "".join(f"    {line}\n" for line in snippet.splitlines())
+    return (
+        "import asyncio, sys\n\nasync def main():\n" + body + "\nasyncio.run(main())\n"
+        "print('store loaded:', any(m.split('.')[0] == 'sqlalchemy' for m in sys.modules))\n"
+    )
+
+
 def test_dev_stack_serves_a_checkout_and_stops_cleanly(tmp_path: Path):
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVSAGA_")}
@@ -61,6 +76,12 @@ def test_dev_stack_serves_a_checkout_and_stops_cleanly(tmp_path: Path):
         )  # fmt: skip
         assert found.returncode == 0, found.stderr
         assert f"checkout-{order_id}" in found.stdout
+        readme = _readme_python_snippet().replace('"127.0.0.1:7233"', repr(endpoints["temporal"]))
+        snippet = subprocess.run(
+            [sys.executable, "-c", _as_script(readme)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert snippet.returncode == 0, snippet.stderr
+        assert snippet.stdout.splitlines() == ["True CONFIRMED", "store loaded: False"]
         audit = _invsaga("audit", env=env)
         assert audit.returncode == 0, audit.stdout + audit.stderr
         children = psutil.Process(stack.pid).children(recursive=True)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from temporalio.service import RPCError
 
 from invsaga.dev.ports import free_port
-from invsaga.store.migrations import latest_version
+from invsaga.store.migrations import definitions_for, latest_version
 from tests.helpers import request, skus_on_shard, stock_up
 
 INVSAGA = Path(sys.executable).with_name("invsaga")
@@ -85,6 +85,9 @@ async def test_migrate_twice_reports_versions_and_the_second_run_is_a_no_op(pg_f
     assert [r["database"] for r in first.json()] == ["core database"] + [f"shard {i}" for i in range(2)]
     assert [(r["before"], r["after"]) for r in first.json()] == [(0, v) for v in expected_after]
     assert [(r["before"], r["after"]) for r in again.json()] == [(v, v) for v in expected_after]
+    shard_definitions = [d.name for d in definitions_for("shard")]
+    assert [r["definitions"] for r in first.json()] == [[]] + [shard_definitions] * len(shard_dsns)
+    assert [r["definitions"] for r in again.json()] == [[]] * len(expected_after)
     assert second.stdout.count("up to date") == len(expected_after)
     fresh = await invsaga("stock", "get", "NEVER-STOCKED", env=env)
     assert fresh.code == 3  # migrated and usable: the sku is simply unknown

@@ -7,6 +7,12 @@ the old ones; keep the old ones until no workflow started by that code can still
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -43,3 +49,36 @@ async def test_history_replays(path):
         workflows=[CheckoutWorkflow, HoldSweeperWorkflow], data_converter=pydantic_data_converter
     )
     await replayer.replay_workflow(history)
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+#: A dotted path into one of our packages, as a pickled or type-tagged payload would carry it.
+_MODULE_PATH = re.compile(r"\b(?:invsaga|workflows|activities|workers|domain|store|api|payments)\.[a-z_]+\b")
+
+
+def test_histories_name_types_not_module_paths():
+    """A history names the workflow and its activities by their Temporal names, and its payloads are
+    plain JSON with no Python type in them: moving a module (as the one-package layout did) cannot
+    break a replay, and renaming a workflow or activity must be a deliberate, visible change."""
+    types: set[str] = set()
+    for path in HISTORY_FILES:
+        for key, value in _walk(json.loads(path.read_text())):
+            if key in {"workflowType", "activityType"}:
+                types.add(value["name"])
+            elif key == "metadata" and "encoding" in value:
+                encoding = base64.b64decode(value["encoding"]).decode()
+                assert encoding == "json/plain", f"{path.name}: payload encoded as {encoding}"
+            elif key == "data" and isinstance(value, str):
+                text = base64.b64decode(value).decode(errors="replace")
+                assert not _MODULE_PATH.search(text), f"{path.name}: a payload names a module: {text[:200]}"
+    assert {"CheckoutWorkflow", "charge_payment", "commit_stock"} <= types
+    assert not [name for name in types if "." in name], sorted(types)

@@ -48,6 +48,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from starlette.exceptions import HTTPException
@@ -70,6 +71,16 @@ from invsaga.payments.problems import (
 from invsaga.settings import to_asyncpg_url
 
 MAX_KEY_LENGTH = 255
+
+
+class SandboxSettings(BaseSettings):
+    """The sandbox's own setting. Only the sandbox reads it, so it is not one of the shared settings
+    (``invsaga.settings``) that the worker, the API and the CLI load."""
+
+    model_config = SettingsConfigDict(env_prefix="INVSAGA_", extra="ignore")
+
+    #: Postgres DSN of the sandbox provider's own database.
+    payment_dsn: str = ""
 
 
 def database_url(dsn: str) -> URL:
