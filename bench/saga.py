@@ -22,20 +22,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.client import Client
 
-from activities.models import (
-    ChargeInput,
-    ChargeOutcome,
-    CommitInput,
-    FinishOrderInput,
-    PinInput,
-    PreparedOrder,
-    PrepareOrderInput,
-    RefundInput,
-    RefundOutcome,
-    ReleaseInput,
-    ReserveInput,
-    ShardLines,
-)
+from activities import models
 from bench.common import median, plot, write_result
 from invsaga.client import CheckoutClient
 from invsaga.dev.ports import free_port, wait_for_port
@@ -58,40 +45,40 @@ class NoopActivities:
     """The saga's activities with the same names, inputs and outputs, doing nothing."""
 
     @activity.defn(name="prepare_order")
-    async def prepare_order(self, inp: PrepareOrderInput) -> PreparedOrder:
+    async def prepare_order(self, inp: models.PrepareOrderInput) -> models.PreparedOrder:
         lines = [StockLine.model_validate(line.model_dump()) for line in inp.request.lines]
-        return PreparedOrder(
-            order_id=inp.request.order_id, amount_minor=100, currency="USD",
-            shards=[ShardLines(shard=0, lines=lines)], hold_ttl_seconds=900, payment_deadline_seconds=300,
+        return models.PreparedOrder(
+            order_id=inp.request.order_id, amount_minor=100, currency="USD", hold_ttl_seconds=900,
+            shards=[models.ShardLines(shard=0, lines=lines)], payment_deadline_seconds=300,
         )  # fmt: skip
 
     @activity.defn(name="reserve_stock")
-    async def reserve_stock(self, inp: ReserveInput) -> ReserveOutcome:
+    async def reserve_stock(self, inp: models.ReserveInput) -> ReserveOutcome:
         return ReserveOutcome(order_id=inp.order_id, state=HoldState.HELD)
 
     @activity.defn(name="release_stock")
-    async def release_stock(self, inp: ReleaseInput) -> TransitionOutcome:
+    async def release_stock(self, inp: models.ReleaseInput) -> TransitionOutcome:
         return TransitionOutcome(order_id=inp.order_id, moved_lines=0, state=None)
 
     @activity.defn(name="pin_stock")
-    async def pin_stock(self, inp: PinInput) -> TransitionOutcome:
+    async def pin_stock(self, inp: models.PinInput) -> TransitionOutcome:
         return TransitionOutcome(order_id=inp.order_id, moved_lines=1, state=HoldState.HELD)
 
     @activity.defn(name="commit_stock")
-    async def commit_stock(self, inp: CommitInput) -> TransitionOutcome:
+    async def commit_stock(self, inp: models.CommitInput) -> TransitionOutcome:
         return TransitionOutcome(order_id=inp.order_id, moved_lines=1, state=HoldState.COMMITTED)
 
     @activity.defn(name="finish_order")
-    async def finish_order(self, inp: FinishOrderInput) -> str:
+    async def finish_order(self, inp: models.FinishOrderInput) -> str:
         return inp.status
 
     @activity.defn(name="charge_payment")
-    async def charge_payment(self, inp: ChargeInput) -> ChargeOutcome:
-        return ChargeOutcome(charge_id="noop", status="succeeded", amount_minor=inp.amount_minor)
+    async def charge_payment(self, inp: models.ChargeInput) -> models.ChargeOutcome:
+        return models.ChargeOutcome(charge_id="noop", status="succeeded", amount_minor=inp.amount_minor)
 
     @activity.defn(name="refund_payment")
-    async def refund_payment(self, inp: RefundInput) -> RefundOutcome:
-        return RefundOutcome(refunded_minor=0)
+    async def refund_payment(self, inp: models.RefundInput) -> models.RefundOutcome:
+        return models.RefundOutcome(refunded_minor=0)
 
     def all(self) -> list[Any]:
         return [self.prepare_order, self.reserve_stock, self.release_stock, self.pin_stock, self.commit_stock,

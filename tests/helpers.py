@@ -5,12 +5,17 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Row, text
 
 from invsaga.client import CheckoutClient
 from invsaga.domain.stock import ReserveRequest, StockLine
 from invsaga.store.audit import AuditReport, audit
 from invsaga.store.databases import Databases
+from invsaga.store.orders import Product, upsert_products
 from invsaga.store.routing import ShardRouter
 from invsaga.store.stock import StockStore
 
@@ -32,6 +37,26 @@ async def stock_up(store: StockStore, sku: str, quantity: int, location: str = "
     await store.receive(sku, location, quantity, idempotency_key=f"seed-{uuid.uuid4()}")
 
 
+async def catalog(
+    databases: Databases, store: StockStore, *skus_and_stock: tuple[str, int], price: str = "12.50"
+) -> None:
+    """Each SKU in the catalog at ``price``, with its quantity in stock."""
+    await upsert_products(
+        databases.core, [Product(sku=s, name=f"item {s}", price=Decimal(price)) for s, _ in skus_and_stock]
+    )
+    for sku, quantity in skus_and_stock:
+        await stock_up(store, sku, quantity)
+
+
+async def stocked_sku(
+    databases: Databases, store: StockStore, quantity: int, *, shard: int = 0, prefix: str = "SKU"
+) -> str:
+    """A fresh SKU on ``shard``, in the catalog with ``quantity`` in stock."""
+    (sku,) = skus_on_shard(store.router, shard, 1, prefix=prefix)
+    await catalog(databases, store, (sku, quantity))
+    return sku
+
+
 def request(order_id: str, *lines: tuple[str, int], ttl: int = 900) -> ReserveRequest:
     return ReserveRequest(
         order_id=order_id,
@@ -44,6 +69,15 @@ async def assert_clean_audit(databases: Databases) -> AuditReport:
     report = await audit(databases)
     assert report.violations == [], report.violations
     return report
+
+
+async def rows_on_every_shard(databases: Databases, sql: str, **params: object) -> list[Row[Any]]:
+    """The rows ``sql`` finds on each shard in turn, all shards' together."""
+    rows: list[Row[Any]] = []
+    for engine in databases.shards:
+        async with engine.connect() as conn:
+            rows += (await conn.execute(text(sql), params)).all()
+    return rows
 
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -8,11 +8,11 @@ http_fixture``); each module gets its own server and worker on a fresh task queu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -24,10 +24,6 @@ from invsaga.api.auth import Scope, key_entry, new_key
 from invsaga.dev.asgi_thread import ThreadedAsgiServer
 from invsaga.domain.checkout import CheckoutStatus
 from invsaga.settings import Settings
-from invsaga.store.databases import Databases
-from invsaga.store.orders import Product, upsert_products
-from invsaga.store.stock import StockStore
-from tests.helpers import skus_on_shard, stock_up
 
 CHECKOUT_KEY = new_key()
 ADMIN_KEY = new_key()
@@ -71,15 +67,24 @@ def api_settings(saga_settings: Settings, task_queue: str) -> Settings:
     )
 
 
-@pytest.fixture(scope="module", name="api")
-async def api_fixture(saga_settings, temporal_client, databases) -> AsyncIterator[ApiStack]:
-    """The API on a real port, with a worker serving its task queue."""
+@contextlib.asynccontextmanager
+async def worker_serving(temporal_client: Any, settings: Settings) -> AsyncIterator[None]:
+    """A real worker on ``settings.task_queue`` for as long as the block runs."""
     from workers.worker import WorkerDeps, build_worker
 
-    settings = api_settings(saga_settings, f"api-test-{uuid.uuid4()}")
     async with (
         WorkerDeps.open(settings) as deps,
         build_worker(temporal_client, settings, deps, task_queue=settings.task_queue),
+    ):
+        yield
+
+
+@pytest.fixture(scope="module", name="api")
+async def api_fixture(saga_settings, temporal_client, databases) -> AsyncIterator[ApiStack]:
+    """The API on a real port, with a worker serving its task queue."""
+    settings = api_settings(saga_settings, f"api-test-{uuid.uuid4()}")
+    async with (
+        worker_serving(temporal_client, settings),
         ThreadedAsgiServer(create_app(settings), name="API") as server,
     ):
         yield ApiStack(url=server.url, settings=settings, temporal=temporal_client)
@@ -93,22 +98,6 @@ async def http_fixture(api: ApiStack) -> AsyncIterator[httpx.AsyncClient]:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-
-
-async def catalog(
-    databases: Databases, store: StockStore, *skus_and_stock: tuple[str, int], price: str = "12.50"
-) -> None:
-    await upsert_products(
-        databases.core, [Product(sku=s, name=f"item {s}", price=Decimal(price)) for s, _ in skus_and_stock]
-    )
-    for sku, quantity in skus_and_stock:
-        await stock_up(store, sku, quantity)
-
-
-async def stocked_sku(databases: Databases, store: StockStore, quantity: int, *, shard: int = 0) -> str:
-    (sku,) = skus_on_shard(store.router, shard, 1, prefix="API")
-    await catalog(databases, store, (sku, quantity))
-    return sku
 
 
 def checkout_body(*lines: tuple[str, int], token: str = "tok_success", order_id: str | None = None) -> dict:

@@ -19,7 +19,7 @@ import pytest
 from invsaga.api.app import create_app
 from invsaga.api.auth import ApiKeys, Scope, generate_dev_keys, hash_key, key_entry
 from invsaga.domain.errors import ConfigurationError
-from tests.helpers import skus_on_shard, stock_up
+from tests.helpers import skus_on_shard, stock_up, stocked_sku
 from tests.integration.api_fixtures import (  # noqa: F401
     ADMIN_KEY,
     BOTH_KEY,
@@ -31,8 +31,6 @@ from tests.integration.api_fixtures import (  # noqa: F401
     checkout_body,
     http_fixture,
     idempotency,
-    stocked_sku,
-    wait_until_terminal,
 )
 
 Call = Callable[[httpx.AsyncClient, dict[str, str]], Awaitable[httpx.Response]]

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from temporalio.service import RPCError, RPCStatusCode
 
 from invsaga.domain.checkout import workflow_id_for
-from tests.helpers import assert_clean_audit
+from tests.helpers import assert_clean_audit, stocked_sku
 from tests.integration.api_fixtures import (  # noqa: F401
     CHECKOUT,
     api_fixture,
@@ -19,7 +19,6 @@ from tests.integration.api_fixtures import (  # noqa: F401
     checkout_body,
     http_fixture,
     idempotency,
-    stocked_sku,
     wait_until_terminal,
 )
 

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Text
 
 from invsaga.domain.checkout import workflow_id_for
-from tests.helpers import assert_clean_audit
+from tests.helpers import assert_clean_audit, stocked_sku
 from tests.integration.api_fixtures import (  # noqa: F401
     CHECKOUT,
     api_fixture,
@@ -18,7 +18,6 @@ from tests.integration.api_fixtures import (  # noqa: F401
     checkout_body,
     http_fixture,
     idempotency,
-    stocked_sku,
 )
 
 STOCK = 40

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from temporalio.service import RPCError, RPCStatusCode
 
 from invsaga.domain.checkout import workflow_id_for
-from tests.helpers import assert_clean_audit, skus_on_shard
+from tests.helpers import assert_clean_audit, skus_on_shard, stocked_sku
 from tests.integration.api_fixtures import (  # noqa: F401
     ADMIN,
     BOTH_KEY,
@@ -21,8 +21,8 @@ from tests.integration.api_fixtures import (  # noqa: F401
     checkout_body,
     http_fixture,
     idempotency,
-    stocked_sku,
     wait_until_terminal,
+    worker_serving,
 )
 
 
@@ -257,8 +257,6 @@ async def test_no_stock_decision_in_time_is_503_and_the_retry_with_the_key_runs_
     from invsaga.api.app import create_app
     from invsaga.api.deps import ApiDeps
     from invsaga.client import CheckoutClient
-    from tests.integration.api_fixtures import CHECKOUT
-    from workers.worker import WorkerDeps, build_worker
 
     monkeypatch.setattr(checkouts, "RESERVATION_TIMEOUT_SECONDS", 1.0)
     settings = api.settings.model_copy(update={"task_queue": f"idle-{uuid.uuid4()}"})
@@ -272,10 +270,7 @@ async def test_no_stock_decision_in_time_is_503_and_the_retry_with_the_key_runs_
         problem = assert_problem(first, 503, "unavailable")
         assert "retry with the same Idempotency-Key" in problem["detail"] and first.headers["retry-after"]
 
-        async with (
-            WorkerDeps.open(settings) as deps,
-            build_worker(temporal_client, settings, deps, task_queue=settings.task_queue),
-        ):
+        async with worker_serving(temporal_client, settings):
             monkeypatch.setattr(checkouts, "RESERVATION_TIMEOUT_SECONDS", 30.0)
             retry = await http.post("/v1/checkouts", json=body, headers=headers)
             assert retry.status_code == 202, retry.text

@@ -8,7 +8,7 @@ import uuid
 import httpx
 
 from invsaga.domain.stock import ReserveRequest, StockLine
-from tests.helpers import assert_clean_audit
+from tests.helpers import assert_clean_audit, stocked_sku
 from tests.integration.api_fixtures import (  # noqa: F401
     CHECKOUT,
     api_fixture,
@@ -16,8 +16,8 @@ from tests.integration.api_fixtures import (  # noqa: F401
     checkout_body,
     http_fixture,
     idempotency,
-    stocked_sku,
     wait_until_terminal,
+    worker_serving,
 )
 
 
@@ -33,7 +33,6 @@ async def test_a_retry_after_a_503_attaches_to_its_checkout_and_is_never_told_so
     from invsaga.api.sold_out import SoldOutScreen
     from invsaga.client import CheckoutClient
     from invsaga.store.sold_out import SoldOutHint
-    from workers.worker import WorkerDeps, build_worker
 
     monkeypatch.setattr(checkouts, "RESERVATION_TIMEOUT_SECONDS", 1.0)
     settings = api.settings.model_copy(update={"task_queue": f"idle-{uuid.uuid4()}"})
@@ -64,10 +63,7 @@ async def test_a_retry_after_a_503_attaches_to_its_checkout_and_is_never_told_so
         assert_problem(retry, 503, "unavailable")
         await store.release(shard, other.order_id)
 
-        async with (
-            WorkerDeps.open(settings) as deps,
-            build_worker(temporal_client, settings, deps, task_queue=settings.task_queue),
-        ):
+        async with worker_serving(temporal_client, settings):
             monkeypatch.setattr(checkouts, "RESERVATION_TIMEOUT_SECONDS", 30.0)
             last = await http.post("/v1/checkouts", json=body, headers=headers)
             assert last.status_code == 202, last.text

@@ -18,7 +18,7 @@ from invsaga.store.bulk_import import ImportResult, import_stock
 from invsaga.store.databases import Databases
 from invsaga.store.stock import StockStore
 from invsaga.store.stock_csv import LOCATION_RULE, SKU_RULE, CodeRule
-from tests.helpers import assert_clean_audit, request, skus_on_shard, stock_up
+from tests.helpers import assert_clean_audit, request, rows_on_every_shard, skus_on_shard, stock_up
 
 
 def write_csv(directory: Path, rows: list[str], name: str = "stock.csv") -> Path:
@@ -38,19 +38,13 @@ async def import_movements(
     databases: Databases, batch_id: str
 ) -> dict[tuple[str, str], tuple[int, int, str]]:
     """Ledger rows of one import batch, by stock row: (delta_on_hand, delta_reserved, idempotency_key)."""
-    movements = {}
-    for engine in databases.shards:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT sku, location, delta_on_hand, delta_reserved, idempotency_key"
-                    " FROM stock_movements WHERE reason = 'import' AND reference = :batch"
-                ),
-                {"batch": batch_id},
-            )
-            for r in rows:
-                movements[(r.sku, r.location)] = (r.delta_on_hand, r.delta_reserved, r.idempotency_key)
-    return movements
+    rows = await rows_on_every_shard(
+        databases,
+        "SELECT sku, location, delta_on_hand, delta_reserved, idempotency_key"
+        " FROM stock_movements WHERE reason = 'import' AND reference = :batch",
+        batch=batch_id,
+    )
+    return {(r.sku, r.location): (r.delta_on_hand, r.delta_reserved, r.idempotency_key) for r in rows}
 
 
 async def table_snapshot(databases: Databases) -> list[list[tuple[object, ...]]]:

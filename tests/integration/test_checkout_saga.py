@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from decimal import Decimal
 
 import httpx
 import pytest
@@ -13,16 +12,7 @@ from sqlalchemy import text
 
 from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
 from invsaga.domain.errors import InvalidInput
-from invsaga.store.orders import Product, upsert_products
-from tests.helpers import assert_clean_audit, keep_history, skus_on_shard, stock_up
-
-
-async def catalog(databases, store, *skus_and_stock: tuple[str, int], price: str = "12.50") -> None:
-    await upsert_products(
-        databases.core, [Product(sku=s, name=f"item {s}", price=Decimal(price)) for s, _ in skus_and_stock]
-    )
-    for sku, quantity in skus_and_stock:
-        await stock_up(store, sku, quantity)
+from tests.helpers import assert_clean_audit, catalog, keep_history, skus_on_shard, stocked_sku
 
 
 def order(
@@ -90,8 +80,7 @@ async def test_out_of_stock_on_one_shard_releases_the_others(saga, store, databa
 
 
 async def test_declined_payment_releases_everything(saga, store, databases, payment_sandbox):
-    (a,) = skus_on_shard(store.router, 0, 1)
-    await catalog(databases, store, (a, 5))
+    a = await stocked_sku(databases, store, 5)
     request = order((a, 2), token="tok_decline")
     result = await saga.checkout(request)
     assert result.status is CheckoutStatus.REJECTED and result.reason is RejectReason.PAYMENT_DECLINED
@@ -102,70 +91,55 @@ async def test_declined_payment_releases_everything(saga, store, databases, paym
     await assert_clean_audit(databases)
 
 
-async def test_flaky_payment_is_charged_exactly_once(saga, store, databases, payment_sandbox):
-    (a,) = skus_on_shard(store.router, 1, 1)
-    await catalog(databases, store, (a, 5))
-    request = order((a, 1), token="tok_flaky_2")
+@pytest.mark.parametrize(
+    ("token", "shard", "history"),
+    [
+        pytest.param("tok_flaky_2", 1, "confirmed_flaky_payment", id="flaky"),
+        # Answers after the client's 1 s timeout, so the first attempt cannot tell whether it charged.
+        pytest.param("tok_slow_1500", 0, "confirmed_unknown_payment_outcome", id="unknown-outcome"),
+    ],
+)
+async def test_a_charge_retried_after_a_failure_or_a_timeout_is_made_exactly_once(
+    saga, store, databases, payment_sandbox, token, shard, history
+):
+    a = await stocked_sku(databases, store, 5, shard=shard)
+    request = order((a, 1), token=token)
     result = await saga.checkout(request)
     assert result.status is CheckoutStatus.CONFIRMED
     [charge] = await charges_for(payment_sandbox, request.order_id)
     assert charge["status"] == "succeeded" and charge["id"] == result.charge_id
     assert await levels(store, a) == {a: (4, 0)}
-    await keep_history(saga, request.order_id, "confirmed_flaky_payment")
+    await keep_history(saga, request.order_id, history)
     await assert_clean_audit(databases)
 
 
-async def test_unknown_payment_outcome_is_resolved_without_a_second_charge(
-    saga, store, databases, payment_sandbox
+@pytest.mark.parametrize(
+    ("how", "history"),
+    [("update", "cancelled_by_update"), ("workflow", "cancelled_workflow")],
+)
+async def test_a_cancel_during_payment_releases_and_refunds(
+    saga, store, databases, payment_sandbox, how, history
 ):
-    (a,) = skus_on_shard(store.router, 0, 1)
-    await catalog(databases, store, (a, 5))
-    request = order((a, 1), token="tok_slow_1500")  # answers after the client's 1 s timeout
-    result = await saga.checkout(request)
-    assert result.status is CheckoutStatus.CONFIRMED
-    [charge] = await charges_for(payment_sandbox, request.order_id)
-    assert charge["id"] == result.charge_id
-    assert await levels(store, a) == {a: (4, 0)}
-    await keep_history(saga, request.order_id, "confirmed_unknown_payment_outcome")
-    await assert_clean_audit(databases)
-
-
-async def test_cancel_during_payment_releases_and_refunds(saga, store, databases, payment_sandbox):
-    (a,) = skus_on_shard(store.router, 1, 1)
-    await catalog(databases, store, (a, 5))
+    """Cancelled by the checkout's cancel update, or by cancelling its workflow: the compensations run."""
+    a = await stocked_sku(databases, store, 5, shard=1)
     request = order((a, 2), token="tok_slow_800")
     assert (await saga.start(request)).held
-    cancel = await saga.cancel(request.order_id, "buyer changed their mind")
-    assert cancel.accepted
+    if how == "update":
+        assert (await saga.cancel(request.order_id, "buyer changed their mind")).accepted
+    else:
+        await saga.handle(request.order_id).cancel()
     result = await saga.result(request.order_id)
     assert result.status is CheckoutStatus.CANCELLED
     [charge] = await charges_for(payment_sandbox, request.order_id)
     assert charge["refunded_amount"] == charge["amount"] == 2500
     assert await levels(store, a) == {a: (5, 0)}
     assert await order_status(databases, request.order_id) == "cancelled"
-    await keep_history(saga, request.order_id, "cancelled_by_update")
-    await assert_clean_audit(databases)
-
-
-async def test_workflow_cancellation_runs_compensations(saga, store, databases, payment_sandbox):
-    (a,) = skus_on_shard(store.router, 0, 1)
-    await catalog(databases, store, (a, 5))
-    request = order((a, 3), token="tok_slow_800")
-    assert (await saga.start(request)).held
-    await saga.handle(request.order_id).cancel()
-    result = await saga.result(request.order_id)
-    assert result.status is CheckoutStatus.CANCELLED
-    [charge] = await charges_for(payment_sandbox, request.order_id)
-    assert charge["refunded_amount"] == charge["amount"]
-    assert await levels(store, a) == {a: (5, 0)}
-    assert await order_status(databases, request.order_id) == "cancelled"
-    await keep_history(saga, request.order_id, "cancelled_workflow")
+    await keep_history(saga, request.order_id, history)
     await assert_clean_audit(databases)
 
 
 async def test_duplicate_start_gives_one_workflow_and_one_charge(saga, store, databases, payment_sandbox):
-    (a,) = skus_on_shard(store.router, 0, 1)
-    await catalog(databases, store, (a, 5))
+    a = await stocked_sku(databases, store, 5)
     request = order((a, 1))
     views = await asyncio.gather(*(saga.start(request) for _ in range(5)))
     assert all(v.held for v in views)
@@ -197,8 +171,7 @@ async def test_bad_input_is_refused_before_anything_starts(saga, store, database
 
 
 async def test_bad_input_reaching_the_workflow_is_rejected_before_stock_moves(saga, store, databases):
-    (a,) = skus_on_shard(store.router, 0, 1)
-    await catalog(databases, store, (a, 5))
+    a = await stocked_sku(databases, store, 5)
     unknown = order((a, 1), ("NOT-IN-CATALOG", 1))
     result = await saga.checkout(unknown)
     assert result.status is CheckoutStatus.REJECTED and result.reason is RejectReason.INVALID
@@ -217,8 +190,7 @@ async def test_bad_input_reaching_the_workflow_is_rejected_before_stock_moves(sa
 
 
 async def test_two_hundred_buyers_for_fifty_units(saga, store, databases):
-    (a,) = skus_on_shard(store.router, 0, 1, prefix="RUSH")
-    await catalog(databases, store, (a, 50))
+    a = await stocked_sku(databases, store, 50, prefix="RUSH")
     requests = [order((a, 1)) for _ in range(200)]
     results = await asyncio.gather(*(saga.checkout(r) for r in requests))
     statuses = [r.status for r in results]

@@ -20,8 +20,15 @@ from invsaga.client import CheckoutClient
 from invsaga.domain.checkout import CheckoutStatus
 from invsaga.domain.errors import CancelRefused
 from invsaga.domain.stock import ReserveOutcome, TransitionOutcome
-from tests.helpers import assert_clean_audit, request, skus_on_shard
-from tests.integration.test_checkout_saga import catalog, charges_for, levels, order, order_status
+from tests.helpers import (
+    assert_clean_audit,
+    catalog,
+    request,
+    rows_on_every_shard,
+    skus_on_shard,
+    stocked_sku,
+)
+from tests.integration.test_checkout_saga import charges_for, levels, order, order_status
 from workers.worker import WorkerDeps, build_worker
 from workflows.hold_sweeper import HoldSweeperWorkflow
 
@@ -80,22 +87,26 @@ async def test_retry_after_a_lost_reply_applies_nothing_twice(lossy_saga, store,
     assert declined.status is CheckoutStatus.REJECTED
     assert inventory.lost_replies >= 5  # two reserves, two commits, one release at least
     assert await levels(store, a, b) == {a: (8, 0), b: (9, 0)}
-    for engine in databases.shards:
-        async with engine.connect() as conn:
-            dupes = await conn.scalar(
-                text(
-                    "SELECT count(*) FROM (SELECT reference, reason FROM stock_movements"
-                    " WHERE reason <> 'receive' GROUP BY sku, location, reference, reason"
-                    " HAVING count(*) > 1) d"
-                )
-            )
-        assert dupes == 0
+    dupes = await rows_on_every_shard(
+        databases,
+        "SELECT sku, location, reference, reason FROM stock_movements WHERE reason <> 'receive'"
+        " GROUP BY sku, location, reference, reason HAVING count(*) > 1",
+    )
+    assert dupes == []
     await assert_clean_audit(databases)
 
 
+async def _expire_and_sweep(saga, databases, shard: int):
+    """Every hold on ``shard`` past its expiry time, then one run of the sweeper workflow."""
+    async with databases.shards[shard].begin() as conn:
+        await conn.execute(text("UPDATE reservations SET expires_at = now() - interval '1 second'"))
+    return await saga.client.execute_workflow(
+        HoldSweeperWorkflow.run, id=f"sweep-{uuid.uuid4()}", task_queue=saga.task_queue
+    )
+
+
 async def test_cancel_after_confirmation_is_refused(saga, store, databases):
-    (a,) = skus_on_shard(store.router, 0, 1)
-    await catalog(databases, store, (a, 5))
+    a = await stocked_sku(databases, store, 5)
     request = order((a, 1))
     assert (await saga.checkout(request)).status is CheckoutStatus.CONFIRMED
     with pytest.raises(CancelRefused):
@@ -104,15 +115,10 @@ async def test_cancel_after_confirmation_is_refused(saga, store, databases):
 
 
 async def test_sweeper_frees_holds_of_a_checkout_terminated_before_it_paid(saga, store, databases):
-    (a,) = skus_on_shard(store.router, 1, 1)
-    await catalog(databases, store, (a, 5))
+    a = await stocked_sku(databases, store, 5, shard=1)
     await store.reserve(1, request("abandoned-before-paying", (a, 2)))  # as if its workflow died here
     assert await levels(store, a) == {a: (5, 2)}
-    async with databases.shards[1].begin() as conn:
-        await conn.execute(text("UPDATE reservations SET expires_at = now() - interval '1 second'"))
-    swept = await saga.client.execute_workflow(
-        HoldSweeperWorkflow.run, id=f"sweep-{uuid.uuid4()}", task_queue=saga.task_queue
-    )
+    swept = await _expire_and_sweep(saga, databases, shard=1)
     assert swept.expired_per_shard[1] == 1
     assert await levels(store, a) == {a: (5, 0)}
     await assert_clean_audit(databases)
@@ -128,17 +134,12 @@ async def test_a_checkout_terminated_after_its_charge_is_finished_by_the_reconci
     from invsaga.payments.client import PaymentClient
     from invsaga.reconcile import reconcile
 
-    (a,) = skus_on_shard(store.router, 1, 1)
-    await catalog(databases, store, (a, 5))
+    a = await stocked_sku(databases, store, 5, shard=1)
     checkout = order((a, 2), token="tok_slow_3000")
     assert (await saga.start(checkout)).held
     await _wait_for(lambda: _charged(payment_sandbox, checkout.order_id))
     await saga.handle(checkout.order_id).terminate("operator pulled the plug")
-    async with databases.shards[1].begin() as conn:
-        await conn.execute(text("UPDATE reservations SET expires_at = now() - interval '1 second'"))
-    swept = await saga.client.execute_workflow(
-        HoldSweeperWorkflow.run, id=f"sweep-{uuid.uuid4()}", task_queue=saga.task_queue
-    )
+    swept = await _expire_and_sweep(saga, databases, shard=1)
     assert swept.expired_per_shard[1] == 0
     assert await levels(store, a) == {a: (5, 2)}
 
@@ -183,8 +184,7 @@ async def _wait_for(predicate, within: float = 60.0) -> None:  # type: ignore[no
 async def test_worker_killed_mid_saga_is_finished_by_a_fresh_worker(
     saga_settings, temporal_client, store, databases, payment_sandbox, clean_shards
 ):
-    (a,) = skus_on_shard(store.router, 0, 1)
-    await catalog(databases, store, (a, 20))
+    a = await stocked_sku(databases, store, 20)
     task_queue = f"test-kill-{uuid.uuid4()}"
     client = CheckoutClient(temporal_client, task_queue=task_queue)
     requests = [order((a, 1), token="tok_slow_700") for _ in range(6)]

@@ -18,8 +18,8 @@ from activities.orders import OrderActivities
 from invsaga.client import CheckoutClient
 from invsaga.domain.checkout import CheckoutStatus, RejectReason
 from invsaga.domain.stock import TransitionOutcome
-from tests.helpers import assert_clean_audit, skus_on_shard
-from tests.integration.test_checkout_saga import catalog, charges_for, order, order_status
+from tests.helpers import assert_clean_audit, catalog, skus_on_shard, stocked_sku
+from tests.integration.test_checkout_saga import charges_for, order, order_status
 from workers.worker import WorkerDeps, build_worker
 
 
@@ -104,37 +104,29 @@ async def assert_undone(databases, payment_sandbox, order_id: str, shard: int) -
             assert charge["refunded_amount"] == charge["amount"], charge
 
 
-async def test_a_cancel_during_confirmation_cannot_undo_a_paid_order(
-    slow_saga, store, databases, payment_sandbox
+@pytest.mark.parametrize(
+    ("step", "shard"),
+    [
+        # Regression: the cancelled commit read as a lost hold, and the committed order was refunded.
+        pytest.param("commit_stock", 0, id="during-confirmation"),
+        # Regression: the cancelled finish_order read as "unavailable" and a paid order ended REJECTED.
+        pytest.param("finish_order", 1, id="while-recorded-confirmed"),
+    ],
+)
+async def test_a_cancel_after_the_charge_cannot_undo_a_paid_order(
+    slow_saga, store, databases, payment_sandbox, step, shard
 ):
-    """Regression: the cancelled commit read as a lost hold, and the committed order was refunded."""
-    saga, inventory, _ = slow_saga
-    (sku,) = skus_on_shard(store.router, 0, 1)
-    await catalog(databases, store, (sku, 5))
+    saga, inventory, orders = slow_saga
+    sku = await stocked_sku(databases, store, 5, shard=shard)
     request = order((sku, 2))
     await saga.start(request)
-    await asyncio.wait_for(inventory.committing.wait(), 30)
+    paused = inventory.committing if step == "commit_stock" else orders.finishing
+    await asyncio.wait_for(paused.wait(), 30)
     await saga.handle(request.order_id).cancel()
 
-    await assert_confirmed_once(saga, databases, payment_sandbox, request, shard=0)
+    await assert_confirmed_once(saga, databases, payment_sandbox, request, shard=shard)
     [level] = await store.get(sku)
     assert (level.on_hand, level.reserved) == (3, 0)
-    await assert_clean_audit(databases)
-
-
-async def test_a_cancel_while_the_order_is_recorded_confirmed_still_ends_confirmed(
-    slow_saga, store, databases, payment_sandbox
-):
-    """Regression: the cancelled finish_order read as "unavailable" and a paid order ended REJECTED."""
-    saga, _, orders = slow_saga
-    (sku,) = skus_on_shard(store.router, 1, 1)
-    await catalog(databases, store, (sku, 5))
-    request = order((sku, 1))
-    await saga.start(request)
-    await asyncio.wait_for(orders.finishing.wait(), 30)
-    await saga.handle(request.order_id).cancel()
-
-    await assert_confirmed_once(saga, databases, payment_sandbox, request, shard=1)
     await assert_clean_audit(databases)
 
 
@@ -169,8 +161,7 @@ async def test_a_charge_that_lands_after_the_deadline_is_refused_and_the_order_i
 ):
     """Regression: the refund looked for the charge before the late POST landed, found nothing, and the
     buyer kept a charge for an order that ended REJECTED (reported as ``invalid``)."""
-    (sku,) = skus_on_shard(store.router, 0, 1)
-    await catalog(databases, store, (sku, 5))
+    sku = await stocked_sku(databases, store, 5)
     request = order((sku, 1), token="tok_late_5000")
     await deadline_saga.start(request)
     result = await deadline_saga.result(request.order_id)

@@ -15,20 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.models import (
-    ChargeInput,
-    ChargeOutcome,
-    CommitInput,
-    FinishOrderInput,
-    PinInput,
-    PreparedOrder,
-    PrepareOrderInput,
-    RefundInput,
-    RefundOutcome,
-    ReleaseInput,
-    ReserveInput,
-    ShardLines,
-)
+from activities import models
 from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
 from invsaga.domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
 from workflows.checkout import CheckoutWorkflow
@@ -49,52 +36,51 @@ class FakeSaga:
         self.finished: list[str] = []
 
     @activity.defn(name="prepare_order")
-    async def prepare_order(self, inp: PrepareOrderInput) -> PreparedOrder:
+    async def prepare_order(self, inp: models.PrepareOrderInput) -> models.PreparedOrder:
         self.calls["prepare"] += 1
         lines = [StockLine.model_validate(line.model_dump()) for line in inp.request.lines]
-        return PreparedOrder(
-            order_id=inp.request.order_id, amount_minor=1000, currency="USD",
-            shards=[ShardLines(shard=0, lines=lines)], hold_ttl_seconds=900, payment_deadline_seconds=300,
+        return models.PreparedOrder(
+            order_id=inp.request.order_id, amount_minor=1000, currency="USD", hold_ttl_seconds=900,
+            shards=[models.ShardLines(shard=0, lines=lines)], payment_deadline_seconds=300,
         )  # fmt: skip
 
     @activity.defn(name="reserve_stock")
-    async def reserve_stock(self, inp: ReserveInput) -> ReserveOutcome:
+    async def reserve_stock(self, inp: models.ReserveInput) -> ReserveOutcome:
         self.calls["reserve"] += 1
         return ReserveOutcome(order_id=inp.order_id, state=HoldState.HELD)
 
+    def _move_hold(self, step: str, order_id: str, to: HoldState, *, gone: bool = False) -> TransitionOutcome:
+        self.calls[step] += 1
+        if gone:
+            raise ApplicationError(f"no hold left to {step}", type="reservation_closed", non_retryable=True)
+        return TransitionOutcome(order_id=order_id, moved_lines=1, state=to)
+
     @activity.defn(name="pin_stock")
-    async def pin_stock(self, inp: PinInput) -> TransitionOutcome:
-        self.calls["pin"] += 1
-        if self.pin_closed:
-            raise ApplicationError("a line expired", type="reservation_closed", non_retryable=True)
-        return TransitionOutcome(order_id=inp.order_id, moved_lines=1, state=HoldState.HELD)
+    async def pin_stock(self, inp: models.PinInput) -> TransitionOutcome:
+        return self._move_hold("pin", inp.order_id, HoldState.HELD, gone=self.pin_closed)
 
     @activity.defn(name="release_stock")
-    async def release_stock(self, inp: ReleaseInput) -> TransitionOutcome:
-        self.calls["release"] += 1
-        return TransitionOutcome(order_id=inp.order_id, moved_lines=1, state=HoldState.RELEASED)
+    async def release_stock(self, inp: models.ReleaseInput) -> TransitionOutcome:
+        return self._move_hold("release", inp.order_id, HoldState.RELEASED)
 
     @activity.defn(name="commit_stock")
-    async def commit_stock(self, inp: CommitInput) -> TransitionOutcome:
-        self.calls["commit"] += 1
-        if self.commit_closed:
-            raise ApplicationError("the hold was released", type="reservation_closed", non_retryable=True)
-        return TransitionOutcome(order_id=inp.order_id, moved_lines=1, state=HoldState.COMMITTED)
+    async def commit_stock(self, inp: models.CommitInput) -> TransitionOutcome:
+        return self._move_hold("commit", inp.order_id, HoldState.COMMITTED, gone=self.commit_closed)
 
     @activity.defn(name="charge_payment")
-    async def charge_payment(self, inp: ChargeInput) -> ChargeOutcome:
+    async def charge_payment(self, inp: models.ChargeInput) -> models.ChargeOutcome:
         self.calls["charge"] += 1
-        return ChargeOutcome(charge_id="ch_1", status="succeeded", amount_minor=inp.amount_minor)
+        return models.ChargeOutcome(charge_id="ch_1", status="succeeded", amount_minor=inp.amount_minor)
 
     @activity.defn(name="refund_payment")
-    async def refund_payment(self, inp: RefundInput) -> RefundOutcome:
+    async def refund_payment(self, inp: models.RefundInput) -> models.RefundOutcome:
         self.calls["refund"] += 1
         if self.calls["refund"] <= self.refund_failures:
             raise ApplicationError("provider refused the refund", type="invalid_input", non_retryable=True)
-        return RefundOutcome(refunded_minor=1000, refund_id="re_1")
+        return models.RefundOutcome(refunded_minor=1000, refund_id="re_1")
 
     @activity.defn(name="finish_order")
-    async def finish_order(self, inp: FinishOrderInput) -> str:
+    async def finish_order(self, inp: models.FinishOrderInput) -> str:
         self.finished.append(inp.status)
         return inp.status
 
@@ -199,7 +185,7 @@ class ShardDown(FakeSaga):
     """Every reserve fails as a shard that is down would: retried, never answered."""
 
     @activity.defn(name="reserve_stock")
-    async def reserve_stock(self, inp: ReserveInput) -> ReserveOutcome:
+    async def reserve_stock(self, inp: models.ReserveInput) -> ReserveOutcome:
         self.calls["reserve"] += 1
         raise ApplicationError("shard 1 is unreachable", type="unavailable")
 
