@@ -39,6 +39,9 @@ def _as_script(snippet: str) -> str:
     return (
         "import asyncio, sys\n\nasync def main():\n" + body + "\nasyncio.run(main())\n"
         "print('store loaded:', any(m.split('.')[0] == 'sqlalchemy' for m in sys.modules))\n"
+        # The SDK's native threads can abort the interpreter at exit (PyGILState_Release); the CLI and
+        # the SDK's own tests end with os._exit for the same reason (see the README).
+        "sys.stdout.flush(); import os; os._exit(0)\n"
     )
 
 
