@@ -8,11 +8,9 @@ from sqlalchemy import text
 
 from invsaga.api.limits import JSON_BODY_LIMIT
 from tests.helpers import request, skus_on_shard, stock_up
-from tests.integration.api_fixtures import (  # noqa: F401
+from tests.integration.api_fixtures import (
     ADMIN,
-    api_fixture,
     assert_problem,
-    http_fixture,
     idempotency,
 )
 

@@ -20,16 +20,14 @@ from invsaga.api.app import create_app
 from invsaga.api.auth import ApiKeys, Scope, generate_dev_keys, hash_key, key_entry
 from invsaga.domain.errors import ConfigurationError
 from tests.helpers import skus_on_shard, stock_up, stocked_sku
-from tests.integration.api_fixtures import (  # noqa: F401
+from tests.integration.api_fixtures import (
     ADMIN_KEY,
     BOTH_KEY,
     CHECKOUT_KEY,
     UNKNOWN_KEY,
-    api_fixture,
     assert_problem,
     bearer,
     checkout_body,
-    http_fixture,
     idempotency,
 )
 

@@ -12,12 +12,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from invsaga.domain.checkout import workflow_id_for
 from tests.helpers import assert_clean_audit, stocked_sku
-from tests.integration.api_fixtures import (  # noqa: F401
+from tests.integration.api_fixtures import (
     CHECKOUT,
-    api_fixture,
     assert_problem,
     checkout_body,
-    http_fixture,
     idempotency,
     wait_until_terminal,
 )

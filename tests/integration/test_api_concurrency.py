@@ -11,12 +11,10 @@ from sqlalchemy.types import Text
 
 from invsaga.domain.checkout import workflow_id_for
 from tests.helpers import assert_clean_audit, stocked_sku
-from tests.integration.api_fixtures import (  # noqa: F401
+from tests.integration.api_fixtures import (
     CHECKOUT,
-    api_fixture,
     assert_problem,
     checkout_body,
-    http_fixture,
     idempotency,
 )
 

@@ -11,15 +11,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from invsaga.domain.checkout import workflow_id_for
 from tests.helpers import assert_clean_audit, skus_on_shard, stocked_sku
-from tests.integration.api_fixtures import (  # noqa: F401
+from tests.integration.api_fixtures import (
     ADMIN,
     BOTH_KEY,
     CHECKOUT,
-    api_fixture,
     assert_problem,
     bearer,
     checkout_body,
-    http_fixture,
     idempotency,
     wait_until_terminal,
     worker_serving,

@@ -23,13 +23,11 @@ from invsaga.dev.ports import free_port
 from invsaga.store.databases import Databases, make_engine
 from invsaga.store.stock import StockStore
 from tests.helpers import skus_on_shard
-from tests.integration.api_fixtures import (  # noqa: F401
+from tests.integration.api_fixtures import (
     API_KEYS_SETTING,
     CHECKOUT,
     CHECKOUT_KEY,
-    api_fixture,
     assert_problem,
-    http_fixture,
 )
 
 INVSAGA = Path(sys.executable).with_name("invsaga")

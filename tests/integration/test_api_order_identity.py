@@ -9,12 +9,10 @@ import httpx
 
 from invsaga.domain.stock import ReserveRequest, StockLine
 from tests.helpers import assert_clean_audit, stocked_sku
-from tests.integration.api_fixtures import (  # noqa: F401
+from tests.integration.api_fixtures import (
     CHECKOUT,
-    api_fixture,
     assert_problem,
     checkout_body,
-    http_fixture,
     idempotency,
     wait_until_terminal,
     worker_serving,

@@ -20,11 +20,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import checks
 from schemathesis.openapi.checks import JsonSchemaError
 
-from tests.integration.api_fixtures import (  # noqa: F401
+from tests.integration.api_fixtures import (
     BOTH_KEY,
-    api_fixture,
     bearer,
-    http_fixture,
 )
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("INVSAGA_FUZZ_EXAMPLES", "40"))

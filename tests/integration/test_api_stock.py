@@ -6,12 +6,10 @@ import asyncio
 
 from invsaga.domain.stock import MAX_SKU_LENGTH
 from tests.helpers import skus_on_shard, stock_up
-from tests.integration.api_fixtures import (  # noqa: F401
+from tests.integration.api_fixtures import (
     ADMIN,
     CHECKOUT,
-    api_fixture,
     assert_problem,
-    http_fixture,
 )
 
 
