@@ -38,7 +38,7 @@ from invsaga.store.audit import audit
 from invsaga.store.databases import Databases, migrate_all
 from invsaga.store.orders import Product, upsert_products
 from invsaga.store.stock import StockStore
-from invsaga.temporal.connection import connect
+from invsaga.temporal.configured import connect_configured
 
 FLASH, FLOOR = "FLASH-1", "FLOOR-1"
 
@@ -163,7 +163,7 @@ def _cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 async def _run(
     settings: Settings, api: str, key: str, args: argparse.Namespace, pids: dict[str, int]
 ) -> dict[str, Any]:
-    temporal = await connect(settings.temporal_address, settings.temporal_namespace)
+    temporal = await connect_configured(settings)
     client = CheckoutClient(temporal, task_queue=settings.task_queue)
     databases = await Databases.open(settings)
     store = StockStore(databases)

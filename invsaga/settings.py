@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "inventory-saga"
+    # TLS to Temporal (see invsaga/temporal/configured.py): on with the system's CAs, or with a private
+    # CA; a client certificate and key for mTLS. An API key (Temporal Cloud) turns TLS on by itself.
+    temporal_tls: bool = False
+    temporal_tls_ca_file: str = ""
+    temporal_tls_cert_file: str = ""
+    temporal_tls_key_file: str = ""
+    temporal_tls_server_name: str = ""
+    temporal_api_key: SecretStr = SecretStr("")
+    #: ID:BASE64KEY entries; the first encrypts, all decrypt (invsaga/temporal/codec.py). Empty: off.
+    payload_keys: SecretStr = SecretStr("")
+    #: A file holding the same entries, one per line (a mounted secret); used when payload_keys is empty.
+    payload_keys_file: str = ""
 
     payment_url: str = "http://127.0.0.1:8081"
     payment_timeout_seconds: float = Field(5.0, gt=0)

@@ -105,9 +105,9 @@ def saga_settings(settings: Settings, temporal_server, payment_sandbox) -> Setti
 
 @pytest.fixture(scope="session")
 async def temporal_client(saga_settings: Settings):  # type: ignore[no-untyped-def]
-    from invsaga.temporal.connection import connect
+    from invsaga.temporal.configured import connect_configured
 
-    return await connect(saga_settings.temporal_address, saga_settings.temporal_namespace)
+    return await connect_configured(saga_settings)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from invsaga.store.databases import Databases
 from invsaga.store.orders import Product, upsert_products
 from invsaga.store.routing import ShardRouter
 from invsaga.store.stock import StockStore
+from invsaga.temporal.codec import PayloadKeys
 
 
 def skus_on_shard(router: ShardRouter, shard: int, count: int, prefix: str = "SKU") -> list[str]:
@@ -81,6 +82,9 @@ async def rows_on_every_shard(databases: Databases, sql: str, **params: object) 
 
 
 HISTORIES = Path(__file__).parent / "histories"
+#: The key the encrypted committed histories were written under. A test key, public on purpose: the
+#: replay tests must decode those histories, as a worker holding the production keys would.
+HISTORY_KEYS = PayloadKeys.parse("histories-test:TOEmBY29EW7o+XGtLXMO+87MOYn5OrN7wt+/4Np2ahQ=")
 
 
 async def keep_history(client: CheckoutClient, order_id: str, name: str) -> None:

@@ -30,7 +30,7 @@ from invsaga.settings import Settings
 from invsaga.store.batching import ReservationBatcher
 from invsaga.store.databases import Databases
 from invsaga.store.stock import StockStore
-from invsaga.temporal.connection import connect
+from invsaga.temporal.configured import connect_configured
 from workers.health import ActivityTracker, WorkerHealth, WorkerState, serve_health
 from workers.schedules import ensure_reconciler_schedule, ensure_sweeper_schedule
 from workers.tracing import tracing
@@ -144,9 +144,7 @@ async def run_worker(
             if settings.worker_health_port:
                 await stack.enter_async_context(serve_health(health, settings.worker_health_port))
             interceptors = [ActivityTracker(health), *stack.enter_context(tracing(settings))]
-            client = await connect(
-                settings.temporal_address, settings.temporal_namespace, runtime=metrics_runtime(settings)
-            )
+            client = await connect_configured(settings, runtime=metrics_runtime(settings))
             deps = await stack.enter_async_context(WorkerDeps.open(settings))
             if await ensure_sweeper_schedule(client, settings.task_queue):
                 log.info("created the hold-sweeper schedule")

@@ -16,7 +16,7 @@ from invsaga.settings import Settings
 from invsaga.store.databases import Databases
 from invsaga.store.sold_out import SoldOutHint
 from invsaga.store.stock import StockStore
-from invsaga.temporal.connection import connect
+from invsaga.temporal.configured import connect_configured
 
 
 @dataclass
@@ -39,7 +39,7 @@ class ApiDeps:
         hint = SoldOutHint(settings.shard_urls)
         try:
             await hint.start()
-            client = await connect(settings.temporal_address, settings.temporal_namespace)
+            client = await connect_configured(settings)
             store = StockStore(databases)
             checkouts = CheckoutClient(client, task_queue=settings.task_queue)
             screen = SoldOutScreen(checkouts, hint, store)

@@ -19,7 +19,7 @@ from invsaga.domain.reconcile import Finding
 from invsaga.payments.client import PaymentClient
 from invsaga.reconcile import ReconcileReport, reconcile
 from invsaga.store.databases import Databases
-from invsaga.temporal.connection import connect
+from invsaga.temporal.configured import connect_configured
 
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -37,7 +37,7 @@ async def _reconcile(since: timedelta | None, repair: bool) -> ReconcileReport:
     settings = load_command_settings()
     databases = await Databases.open(settings)
     try:
-        temporal = await connect(settings.temporal_address, settings.temporal_namespace)
+        temporal = await connect_configured(settings)
         async with PaymentClient(settings.payment_url, timeout=settings.payment_timeout_seconds) as payments:
             return await reconcile(databases, temporal, payments, since=since, repair=repair)
     finally:

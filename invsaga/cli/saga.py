@@ -66,6 +66,7 @@ def checkout(
 ) -> None:
     """Check out an order and wait for its result; exits 0 only when it is CONFIRMED."""
     from invsaga.client import CheckoutClient
+    from invsaga.temporal.configured import connect_configured
 
     async def go() -> CheckoutResult:
         if not timeout > 0:
@@ -82,9 +83,7 @@ def checkout(
         try:
             async with deadline:
                 settings = load_command_settings()
-                client = await CheckoutClient.connect(
-                    settings.temporal_address, settings.temporal_namespace, task_queue=settings.task_queue
-                )
+                client = CheckoutClient(await connect_configured(settings), task_queue=settings.task_queue)
                 return await client.checkout(request)
         # Our deadline cancels the update: the client reports it as Temporal not answering in time.
         except (TimeoutError, ShardUnavailable):

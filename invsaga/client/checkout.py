@@ -1,9 +1,9 @@
 """The Python client services use to start, follow and cancel checkouts.
 
-It needs temporalio and pydantic only, and a Temporal address: it calls the checkout workflow by its
-names (``invsaga.domain.checkout``), never by importing it, so a service carries no SQLAlchemy, no
-driver and no shard credentials. (The sold-out screen needs the store; the API puts it in front of
-this client, see ``invsaga.api.sold_out``.)
+It needs temporalio, pydantic and cryptography only, and a Temporal address: it calls the checkout
+workflow by its names (``invsaga.domain.checkout``), never by importing it, so a service carries no
+SQLAlchemy, no driver and no shard credentials. (The sold-out screen needs the store; the API puts
+it in front of this client, see ``invsaga.api.sold_out``.)
 
 Input is validated here first, so a bad request is refused before anything starts. A checkout is
 started with update-with-start on the workflow id ``checkout-{order_id}``: starting the same order
@@ -29,7 +29,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from invsaga.domain.checkout import (
     CANCEL_UPDATE,
@@ -50,6 +50,7 @@ from invsaga.domain.checkout import (
 )
 from invsaga.domain.errors import CancelRefused, CheckoutNotFound, InvalidInput, OrderIdReused
 from invsaga.temporal import search_attributes as sa
+from invsaga.temporal.codec import PayloadKeys
 from invsaga.temporal.connection import connect
 from invsaga.temporal.errors import domain_errors
 
@@ -64,9 +65,19 @@ class CheckoutClient:
 
     @classmethod
     async def connect(
-        cls, address: str, namespace: str = "default", *, task_queue: str = TASK_QUEUE
+        cls,
+        address: str,
+        namespace: str = "default",
+        *,
+        task_queue: str = TASK_QUEUE,
+        keys: PayloadKeys | None = None,
+        tls: TLSConfig | bool | None = None,
+        api_key: str | None = None,
     ) -> CheckoutClient:
-        return cls(await connect(address, namespace), task_queue=task_queue)
+        """``keys`` must be the workers' payload keys when they encrypt (``invsaga.temporal.codec``);
+        ``tls`` and ``api_key`` as for ``Client.connect`` (mTLS, Temporal Cloud)."""
+        client = await connect(address, namespace, keys=keys, tls=tls, api_key=api_key)
+        return cls(client, task_queue=task_queue)
 
     def _start_options(self, request: CheckoutRequest) -> dict[str, Any]:
         """One checkout per order id: a second start attaches to a running one, never reruns an ended one."""

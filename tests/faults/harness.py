@@ -41,7 +41,7 @@ from invsaga.settings import Settings
 from invsaga.store.databases import Databases
 from invsaga.store.orders import Product, upsert_products
 from invsaga.store.stock import StockStore
-from invsaga.temporal.connection import connect
+from invsaga.temporal.configured import connect_configured
 from tests.faults.stack import ADMIN_AUTH, CHECKOUT_AUTH, Child, FaultStack, Scale, wait_http_ok
 from workers.schedules import ensure_sweeper_schedule
 from workflows.hold_sweeper import SCHEDULE_ID
@@ -236,7 +236,7 @@ class Scenario:
         await self.stack.ensure_up()
         self.databases = await Databases.open(self.settings)
         self.store = StockStore(self.databases)
-        self.temporal = await connect(self.settings.temporal_address, self.settings.temporal_namespace)
+        self.temporal = await connect_configured(self.settings)
         self.client = CheckoutClient(self.temporal, task_queue=self.task_queue)
         await self._reset_sweeper_schedule()
         return self

@@ -35,7 +35,7 @@ from invsaga.settings import Settings
 from invsaga.store.databases import Databases, migrate_all
 from invsaga.store.orders import price_and_record_order
 from invsaga.store.stock import StockStore
-from invsaga.temporal.connection import connect
+from invsaga.temporal.configured import connect_configured
 from tests.helpers import request, skus_on_shard
 from tests.integration.test_checkout_saga import catalog, charges_for, order
 from tests.integration.test_cli import INVSAGA, CliResult, cli_env
@@ -386,9 +386,8 @@ async def test_the_scheduled_workflow_reconciles_and_reports_metrics(world):
     await catalog(world.databases, world.store, (sku, 5))
     orphan = await without_checkout(world, sku, 2, row=False)
     buffer = MetricBuffer(10_000)
-    client = await connect(
-        world.settings.temporal_address,
-        world.settings.temporal_namespace,
+    client = await connect_configured(
+        world.settings,
         runtime=Runtime(telemetry=TelemetryConfig(metrics=buffer)),
     )
     task_queue = f"test-{uuid.uuid4()}"

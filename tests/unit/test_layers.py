@@ -28,7 +28,8 @@ _ENTRYPOINTS = _RUNTIME | {"workers", "invsaga.client", "invsaga.api"}
 MAY_IMPORT: dict[str, set[str]] = {
     "invsaga.domain": set(),
     "invsaga.settings": _BOTTOM,
-    "invsaga.temporal": _BOTTOM,
+    # invsaga.temporal.configured reads the settings; the client must not load it (see below).
+    "invsaga.temporal": _BOTTOM | {"invsaga.settings"},
     "invsaga.client": _BOTTOM | {"invsaga.temporal"},
     "invsaga.payments": _BOTTOM | {"invsaga.settings"},
     "invsaga.store": _BOTTOM | {"invsaga.settings"},
@@ -137,7 +138,17 @@ def test_the_distribution_installs_exactly_four_top_level_packages() -> None:
     ("module", "absent"),
     [
         # A service that only starts checkouts: temporalio and pydantic, no store, no driver.
-        ("invsaga.client", ["sqlalchemy", "asyncpg", "invsaga.store", "invsaga.settings", "workflows"]),
+        (
+            "invsaga.client",
+            [
+                "sqlalchemy",
+                "asyncpg",
+                "invsaga.store",
+                "invsaga.settings",
+                "invsaga.temporal.configured",
+                "workflows",
+            ],
+        ),
         # The production CLI never loads the dev stack (nor the sandbox's web stack) to start.
         ("invsaga.cli", ["invsaga.dev"]),
     ],
