@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # One image for every process of inventory-saga: `invsaga worker` (the default), `invsaga api`,
-# `invsaga payments serve`, and the one-shot jobs `invsaga db migrate` and `invsaga audit`.
+# `invsaga codec-server`, `invsaga payments serve`, and the one-shot jobs `invsaga db migrate` and
+# `invsaga audit`.
 #
 #   docker build -t inventory-saga:local .
 #   docker run --rm inventory-saga:local --help
@@ -54,8 +55,8 @@ WORKDIR /home/invsaga
 # A numeric user, so an orchestrator can verify runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
 
-# api, payments sandbox, worker health, worker Prometheus metrics
-EXPOSE 8000 8081 8088 9464
+# api, payments sandbox, worker health, codec server, worker Prometheus metrics
+EXPOSE 8000 8081 8088 8234 9464
 
 ENTRYPOINT ["invsaga"]
 CMD ["worker"]

@@ -3,7 +3,8 @@
 ``invsaga api`` serves it (host, port and worker processes from ``INVSAGA_API_HOST``,
 ``INVSAGA_API_PORT``, ``INVSAGA_API_WORKERS``); ``invsaga dev`` starts it with the local stack. The
 interactive documentation is at ``/docs``, with an example for every request and answer, and the schema
-at ``/openapi.json``.
+at ``/openapi.json``. ``invsaga.api.codec_server`` is a second, separate app (``invsaga codec-server``):
+the codec the Temporal Web UI and CLI decrypt payloads through, for admin keys only.
 
 Routes (scope in brackets)
 --------------------------

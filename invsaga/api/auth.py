@@ -78,6 +78,10 @@ class ApiKeys:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def grants(self, scope: Scope) -> bool:
+        """Whether some listed key has ``scope``."""
+        return any(granted is scope for granted, _ in self._entries)
+
     @classmethod
     def parse(cls, setting: str) -> ApiKeys:
         entries: list[tuple[Scope, bytes]] = []

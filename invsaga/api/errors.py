@@ -37,6 +37,12 @@ class PreconditionRequired(InvalidInput):
     code = "precondition_required"
 
 
+class PayloadUndecodable(InvalidInput):
+    """The codec server was sent a payload it cannot decrypt: an unknown key id, or altered bytes."""
+
+    code = "payload_undecodable"
+
+
 class PayloadTooLarge(InvalidInput):
     code = "payload_too_large"
 

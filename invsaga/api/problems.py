@@ -93,6 +93,11 @@ PROBLEM_TYPES: dict[type[errors.InventoryError], ProblemType] = {
     api_errors.PreconditionRequired: ProblemType(
         428, "Precondition required", "send If-Match with the version you read (0: the row must not exist)"
     ),
+    api_errors.PayloadUndecodable: ProblemType(
+        422,
+        "Payload cannot be decoded",
+        "payload encrypted with key '2026-01-05', which this process does not have",
+    ),
     api_errors.PayloadTooLarge: ProblemType(413, "Content too large", "the body exceeds 1048576 bytes"),
     api_errors.UnsupportedMediaType: ProblemType(415, "Unsupported media type", "send the body as text/csv"),
     api_errors.RouteNotFound: ProblemType(404, "Not found", "no route for this path"),

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from invsaga.cli import admin, api, dev, payments, reconcile, saga
+from invsaga.cli import admin, api, codec, dev, payments, reconcile, saga
 from invsaga.cli.errors import exit_code_for
 from invsaga.domain.errors import InventoryError
 
@@ -24,6 +24,7 @@ reconcile.mount(app)
 payments.mount(app)
 dev.mount(app)
 api.mount(app)
+codec.mount(app)
 
 
 def main() -> None:

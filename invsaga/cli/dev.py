@@ -25,6 +25,7 @@ def dev(
             print(f"  {name:<16} {url}")
         for scope, key in stack.api_keys.items():
             print(f"  {'api key ' + scope:<16} {key}")
+        print(f"  {'payload keys':<16} {stack.payload_keys_file}")
         print(f"endpoints written to {stack.data_dir / 'stack.json'}; Ctrl-C stops everything")
         code = stack.wait()
     finally:

@@ -5,6 +5,10 @@ WAL mode under the data directory, so checkouts survive a restart), migrates, se
 then runs the sandbox payment provider, a worker and the HTTP API as child processes. It writes every
 endpoint to ``<data-dir>/stack.json``, which the other ``invsaga`` commands read when no environment is
 set. Ctrl-C or SIGTERM stops every child it started.
+
+Payloads are encrypted as in production, under a key made once in ``<data-dir>/payload-keys``; the
+codec server runs in its dev mode (no credential, loopback only) and the Web UI decodes through it, so
+a developer reads checkouts in the UI while the history on disk holds ciphertext.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,6 +34,9 @@ from invsaga.settings import Settings, load_settings
 from invsaga.store.databases import Databases, migrate_all
 from invsaga.store.orders import Product, upsert_products
 from invsaga.store.stock import StockStore
+from invsaga.temporal.codec import PayloadKeys, new_key_entry
+
+PAYLOAD_KEYS_FILE = "payload-keys"
 
 DEMO_CATALOG = [
     (Product(sku="MUG-BLUE", name="Blue enamel mug", price=Decimal("12.50")), 100),
@@ -52,6 +60,21 @@ def _pg_base_dir(data_dir: Path) -> Path:
     return Path("/var/tmp") / f"invsaga-{digest}" / "postgres"
 
 
+def dev_payload_keys(data_dir: Path) -> Path:
+    """The file holding the dev stack's payload key, made once (mode 0600) and reused by every
+    restart. The Temporal database under ``data_dir`` is encrypted under it, so a file that no longer
+    parses is an error to fix, never replaced: a new key could not read a single stored history."""
+    path = data_dir / PAYLOAD_KEYS_FILE
+    if path.exists():
+        PayloadKeys.parse(path.read_text(), source=str(path))
+        return path
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(f"# invsaga dev's payload key: {data_dir / 'temporal.sqlite'} is encrypted under it\n")
+        file.write(new_key_entry(f"dev-{date.today().isoformat()}") + "\n")
+    return path
+
+
 class DevStack:
     def __init__(self, data_dir: Path, *, shards: int, seed: bool, ui: bool = True) -> None:
         self.data_dir = data_dir.resolve()
@@ -64,6 +87,7 @@ class DevStack:
         self.endpoints: dict[str, str] = {}
         self.env: dict[str, str] = {}
         self.api_keys: dict[str, str] = {}
+        self.payload_keys_file = self.data_dir / PAYLOAD_KEYS_FILE
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -75,16 +99,24 @@ class DevStack:
             self.shard_count, base_dir=_pg_base_dir(self.data_dir), fsync=True, ports=ports
         )
         payments_dsn = self._payments_database()
+        self.payload_keys_file = dev_payload_keys(self.data_dir)
+        ui_port = preferred_port(8233) if self.ui else None
+        # The codec server lives beside the API (FastAPI): without it the UI shows ciphertext.
+        codec_port = preferred_port(8234) if _has_api() else None
+        codec_url = f"http://127.0.0.1:{codec_port}" if codec_port else None
         self.temporal = start_dev_server(
             db_file=self.data_dir / "temporal.sqlite",
             port=preferred_port(7233),
             ui=self.ui,
-            ui_port=preferred_port(8233) if self.ui else None,
+            ui_port=ui_port,
             log_file=self.data_dir / "logs" / "temporal.log",
+            ui_codec_endpoint=codec_url,
         )
         payments_port = preferred_port(8081)
         api_port = preferred_port(8000)
         self.env = {
+            # A file, not the key itself: stack.json (which hand-run commands read) is not private.
+            "INVSAGA_PAYLOAD_KEYS_FILE": str(self.payload_keys_file),
             "INVSAGA_SHARD_DSNS": ",".join(self.fleet.shard_dsns),
             "INVSAGA_CORE_DSN": self.fleet.core_dsn,
             "INVSAGA_PAYMENT_DSN": payments_dsn,
@@ -110,6 +142,10 @@ class DevStack:
             wait_for_port(api_port, timeout=30)
             self.endpoints["api"] = f"http://127.0.0.1:{api_port}"
             self.endpoints["api_docs"] = f"http://127.0.0.1:{api_port}/docs"
+        if codec_port and codec_url:
+            self._spawn("codec", self._codec_server_args(codec_port, ui_port))
+            wait_for_port(codec_port, timeout=30)
+            self.endpoints["codec_server"] = codec_url
         if self.temporal.ui_url:
             self.endpoints = {"temporal_ui": self.temporal.ui_url, **self.endpoints}
         self.endpoints.update(
@@ -122,6 +158,13 @@ class DevStack:
             }
         )
         self._write_stack_file()
+
+    @staticmethod
+    def _codec_server_args(port: int, ui_port: int | None) -> list[str]:
+        # The UI answers on 127.0.0.1 and on localhost, which are two origins to a browser.
+        origins = [f"http://{host}:{ui_port}" for host in ("127.0.0.1", "localhost")] if ui_port else []
+        args = ["codec-server", "--dev-without-credential", "--host", "127.0.0.1", "--port", str(port)]
+        return args + [arg for origin in origins for arg in ("--ui-origin", origin)]
 
     def _payments_database(self) -> str:
         assert self.fleet is not None and self.fleet.core is not None

@@ -62,8 +62,10 @@ def start_dev_server(
     ui: bool = True,
     ui_port: int | None = None,
     log_file: Path | None = None,
+    ui_codec_endpoint: str | None = None,
 ) -> TemporalDevServer:
-    """Start ``temporal server start-dev``; without ``db_file`` it keeps state in memory."""
+    """Start ``temporal server start-dev``; without ``db_file`` it keeps state in memory. With
+    ``ui_codec_endpoint`` the Web UI decodes payloads through that codec server."""
     port = port or free_port()
     ui_port = (ui_port or free_port()) if ui else None
     cmd = [
@@ -80,6 +82,8 @@ def start_dev_server(
                 "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]  # fmt: skip
     if ui_port:
         cmd += ["--ui-port", str(ui_port), "--ui-ip", "127.0.0.1"]
+        if ui_codec_endpoint:
+            cmd += ["--ui-codec-endpoint", ui_codec_endpoint]
     else:
         cmd += ["--headless"]
     for name, kind in REGISTRATION.items():

@@ -216,9 +216,14 @@ def test_every_dependency_waits_on_a_condition():
             assert spec.get("condition") == expected, f"{name} -> {dependency}: want {expected}"
 
 
+#: Needs nothing else running to serve: payload keys in, payloads out, no database and no Temporal.
+NEEDS_NOTHING = {"codec-server"}
+
+
 def test_every_service_but_the_databases_waits_for_something():
     free = {name for name, service in SERVICES.items() if not service.get("depends_on")}
-    assert free == {name for name, service in SERVICES.items() if service["image"].startswith("postgres:")}
+    databases = {name for name, service in SERVICES.items() if service["image"].startswith("postgres:")}
+    assert free == databases | NEEDS_NOTHING
 
 
 def test_the_dependency_graph_has_no_cycle():
@@ -248,6 +253,48 @@ def test_workers_run_replicated_and_drain_before_docker_kills_them():
     assert env["INVSAGA_WORKER_HEALTH_PORT"] in worker["expose"]
     assert env["INVSAGA_METRICS_PORT"] in worker["expose"]
     assert env["INVSAGA_WORKER_DEPLOYMENT_NAME"] and env["INVSAGA_WORKER_BUILD_ID"]
+
+
+def published_port(service: dict[str, Any], container_port: int) -> int:
+    """The host port compose publishes ``container_port`` of ``service`` on."""
+    for mapping in service.get("ports", []):
+        host, _, inside = str(mapping).rpartition(":")
+        if int(inside) == container_port:
+            return int(host)
+    raise AssertionError(f"port {container_port} is not published")
+
+
+#: The commands that read or write payloads: each must have the payload keys.
+PAYLOAD_COMMANDS = {"worker", "api", "codec-server"}
+
+
+def test_every_process_that_reads_payloads_has_the_same_keys_from_a_mounted_secret():
+    readers = [name for name in OUR_SERVICES if SERVICES[name]["command"][0] in PAYLOAD_COMMANDS]
+    assert {SERVICES[name]["command"][0] for name in readers} == PAYLOAD_COMMANDS
+    paths = set()
+    for name in readers:
+        service, env = SERVICES[name], env_of(SERVICES[name])
+        assert "INVSAGA_PAYLOAD_KEYS" not in env, f"{name}: keys belong in the secret, not the environment"
+        path = env["INVSAGA_PAYLOAD_KEYS_FILE"]
+        secret = path.removeprefix("/run/secrets/")
+        assert secret != path and secret in service.get("secrets", []), f"{name} does not mount {path}"
+        assert "file" in COMPOSE["secrets"][secret]
+        paths.add(path)
+    assert len(paths) == 1, "every process must hold the same keys"
+
+
+def test_the_codec_server_needs_a_credential_and_the_web_ui_finds_it():
+    codec, ui = SERVICES["codec-server"], SERVICES["temporal-ui"]
+    command, env = codec["command"], env_of(codec)
+    assert "--dev-without-credential" not in command, "dev mode answers anyone: invsaga dev only"
+    assert env["INVSAGA_API_KEYS"] == env_of(SERVICES["api"])["INVSAGA_API_KEYS"]
+    assert not [key for key in env if key.endswith(("_DSN", "_DSNS"))], "it needs no database"
+    # Both addresses as the operator's browser sees them: where compose publishes each.
+    origin = urlsplit(command[command.index("--ui-origin") + 1])
+    assert (origin.hostname, origin.port) == ("localhost", published_port(ui, 8080))
+    endpoint = urlsplit(env_of(ui)["TEMPORAL_CODEC_ENDPOINT"])
+    codec_port = int(command[command.index("--port") + 1])
+    assert (endpoint.hostname, endpoint.port) == ("localhost", published_port(codec, codec_port))
 
 
 def test_the_version_job_promotes_the_build_the_workers_run():

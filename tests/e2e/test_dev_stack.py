@@ -1,8 +1,10 @@
 """The newcomer's path, end to end: ``invsaga dev`` brings the whole stack up, a checkout made with the
-CLI is found in Temporal by its search attributes, the UI answers, and SIGTERM leaves nothing running."""
+CLI is found in Temporal by its search attributes, its history is encrypted and the UI's codec server
+decodes it, the UI answers, and SIGTERM leaves nothing running."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -45,6 +47,80 @@ def _as_script(snippet: str) -> str:
     )
 
 
+#: Marker details the SDK writes for itself, without the codec: a patch's id, and a local activity's
+#: sequence number, type and times (its result is a payload of ours, and encrypted).
+SDK_MARKER_DETAILS = {"patch-data", "data"}
+
+
+def _payloads(node: object, where: str = "ours") -> list[tuple[str, bytes, bytes]]:
+    """Every payload of a history in the CLI's JSON: (where: ``ours``, ``search attributes`` or
+    ``sdk``; encoding; data)."""
+    found = []
+    if isinstance(node, dict):
+        if isinstance(node.get("metadata"), dict) and "data" in node:
+            encoding = base64.b64decode(node["metadata"].get("encoding", ""))
+            found.append((where, encoding, base64.b64decode(node["data"])))
+        for key, value in node.items():
+            if key == "searchAttributes":
+                found += _payloads(value, "search attributes")
+            elif key == "markerRecordedEventAttributes":
+                details = value.get("details", {})
+                found += _payloads({k: v for k, v in details.items() if k not in SDK_MARKER_DETAILS}, where)
+                found += _payloads({k: v for k, v in details.items() if k in SDK_MARKER_DETAILS}, "sdk")
+            else:
+                found += _payloads(value, where)
+    elif isinstance(node, list):
+        for value in node:
+            found += _payloads(value, where)
+    return found
+
+
+def _assert_history_encrypted_and_decodable(endpoints: dict[str, str], order_id: str, customer: str) -> None:
+    """The history as ``temporal workflow show`` prints it: every payload encrypted but the search
+    attributes, which carry the customer and never the token; through the codec server, the same
+    command prints them decrypted."""
+    show = [str(find_temporal_cli()), "workflow", "show", "--address", endpoints["temporal"],
+            "--workflow-id", f"checkout-{order_id}", "-o", "json"]  # fmt: skip
+    raw = subprocess.run(show, capture_output=True, text=True, timeout=60)
+    assert raw.returncode == 0, raw.stderr
+    history = json.loads(raw.stdout)
+    payloads = _payloads(history)
+    assert {encoding for where, encoding, _ in payloads if where == "ours"} == {b"binary/encrypted"}
+    readable = [data for where, _, data in payloads if where != "ours"]
+    assert not any(b"tok_success" in data for data in readable)
+    assert {where for where, _, data in payloads if customer.encode() in data} == {"search attributes"}
+    assert "tok_success" not in raw.stdout and customer not in raw.stdout
+
+    codec = endpoints["codec_server"]
+    started = history["events"][0]["workflowExecutionStartedEventAttributes"]
+    [encrypted] = started["input"]["payloads"]
+    # The dev codec server needs no credential (the dev Web UI has no login to pass one).
+    answer = httpx.post(codec + "/decode", json={"payloads": [encrypted]}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    [decoded] = answer.json()["payloads"]
+    request = json.loads(base64.b64decode(decoded["data"]))
+    assert (request["payment_token"], request["customer_id"]) == ("tok_success", customer)
+
+    through_codec = subprocess.run(
+        [*show, "--codec-endpoint", codec], capture_output=True, text=True, timeout=60
+    )
+    assert through_codec.returncode == 0, through_codec.stderr
+    decoded_payloads = _payloads(json.loads(through_codec.stdout))
+    assert b"binary/encrypted" not in {encoding for _, encoding, _ in decoded_payloads}
+    assert any(b"tok_success" in data for _, _, data in decoded_payloads)
+
+    # The Web UI is configured with it, and the UI's origin may call it from the browser.
+    ui = endpoints["temporal_ui"]
+    assert httpx.get(ui + "/api/v1/settings", timeout=10).json()["Codec"]["Endpoint"] == codec
+    preflight = httpx.options(
+        codec + "/decode",
+        headers={"Origin": ui, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type,x-namespace"},
+        timeout=10,
+    )  # fmt: skip
+    assert preflight.headers.get("access-control-allow-origin") == ui
+
+
 def test_dev_stack_serves_a_checkout_and_stops_cleanly(tmp_path: Path):
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVSAGA_")}
@@ -69,7 +145,8 @@ def test_dev_stack_serves_a_checkout_and_stops_cleanly(tmp_path: Path):
         assert httpx.get(endpoints["api"] + "/readyz", timeout=10).status_code == 200
 
         order_id = f"e2e-{int(time.time())}"
-        done = _invsaga("checkout", "MUG-BLUE:2", "--customer", "e2e", "--order-id", order_id, env=env)
+        customer = f"e2e-customer-{order_id}"
+        done = _invsaga("checkout", "MUG-BLUE:2", "--customer", customer, "--order-id", order_id, env=env)
         assert done.returncode == 0, done.stderr
         assert "CONFIRMED" in done.stdout
         found = subprocess.run(
@@ -79,7 +156,12 @@ def test_dev_stack_serves_a_checkout_and_stops_cleanly(tmp_path: Path):
         )  # fmt: skip
         assert found.returncode == 0, found.stderr
         assert f"checkout-{order_id}" in found.stdout
-        readme = _readme_python_snippet().replace('"127.0.0.1:7233"', repr(endpoints["temporal"]))
+        _assert_history_encrypted_and_decodable(endpoints, order_id, customer)
+        readme = (
+            _readme_python_snippet()
+            .replace('"127.0.0.1:7233"', repr(endpoints["temporal"]))
+            .replace('".data/payload-keys"', repr(str(data_dir / "payload-keys")))
+        )
         snippet = subprocess.run(
             [sys.executable, "-c", _as_script(readme)], env=env, capture_output=True, text=True, timeout=120
         )
@@ -88,7 +170,8 @@ def test_dev_stack_serves_a_checkout_and_stops_cleanly(tmp_path: Path):
         audit = _invsaga("audit", env=env)
         assert audit.returncode == 0, audit.stdout + audit.stderr
         children = psutil.Process(stack.pid).children(recursive=True)
-        assert len(children) >= 4  # temporal, payments, worker, api (Postgres daemonizes via pg_ctl)
+        assert len(children) >= 5  # temporal, payments, worker, api, codec (Postgres daemonizes via pg_ctl)
+        assert (data_dir / "payload-keys").stat().st_mode & 0o777 == 0o600
         pg_ports = [int(dsn.split(":")[2].split("/")[0]) for name, dsn in endpoints.items()
                     if name.startswith(("shard_", "core_db"))]  # fmt: skip
     finally:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -303,3 +306,86 @@ async def test_audit_is_clean_then_reports_tampering(store, databases, invsaga):
     }
     assert violations == {(2, 0, sku, "main"), (3, 0, sku, "main")}
     assert dirty_json.json()["clean"] is False
+
+
+# --- payload keys and the codec server --------------------------------------------------------------
+
+
+async def test_payload_key_new_prints_an_entry_and_how_to_rotate(invsaga):
+    from invsaga.temporal.codec import PayloadKeys
+
+    made, named, bad = await asyncio.gather(
+        invsaga("payload-key", "new"),
+        invsaga("payload-key", "new", "--id", "2027-q1"),
+        invsaga("payload-key", "new", "--id", "no spaces"),
+    )
+    assert made.code == 0 and len(made.stdout.splitlines()) == 1, "stdout is the entry alone"
+    [key_id] = PayloadKeys.parse(made.stdout).ids
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", key_id)  # today's date
+    assert "FIRST" in made.stderr and "keep every older" in made.stderr
+    assert PayloadKeys.parse(named.stdout).ids == ["2027-q1"]
+    assert bad.code == 2 and "payload key id" in bad.error_line
+
+
+def _codec_env(settings, **variables: str) -> dict[str, str]:
+    return {**cli_env(settings.shard_dsns, settings.core_dsn), **variables}
+
+
+PAYLOAD_KEYS = "k1:" + base64.b64encode(bytes(32)).decode()
+
+
+@pytest.mark.parametrize(
+    ("variables", "args", "needle"),
+    [
+        ({}, [], "no payload keys"),
+        ({"INVSAGA_PAYLOAD_KEYS": "k1:not-base64!"}, [], "not base64"),
+        ({"INVSAGA_PAYLOAD_KEYS": PAYLOAD_KEYS}, [], "no admin key"),
+        (
+            {"INVSAGA_PAYLOAD_KEYS": PAYLOAD_KEYS},
+            ["--dev-without-credential", "--host", "0.0.0.0"],
+            "loopback",
+        ),
+        (
+            {"INVSAGA_PAYLOAD_KEYS": PAYLOAD_KEYS},
+            ["--dev-without-credential", "--ui-origin", "ui:1"],
+            "scheme",
+        ),
+    ],
+    ids=["no-keys", "bad-keys", "no-admin-key", "dev-mode-on-all-interfaces", "bad-origin"],
+)
+async def test_the_codec_server_refuses_to_start_misconfigured(settings, invsaga, variables, args, needle):
+    result = await invsaga("codec-server", *args, env=_codec_env(settings, **variables))
+    assert result.code == 78 and needle in result.error_line
+
+
+async def test_the_codec_server_serves_and_asks_for_a_key(settings):
+    from invsaga.api.auth import Scope, key_entry, new_key
+
+    port = free_port()
+    env = _codec_env(
+        settings, INVSAGA_PAYLOAD_KEYS=PAYLOAD_KEYS, INVSAGA_API_KEYS=key_entry(Scope.ADMIN, new_key())
+    )
+    server = await asyncio.create_subprocess_exec(
+        str(INVSAGA),
+        "codec-server",
+        "--port",
+        str(port),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            for _ in range(600):  # 30 s: a busy machine imports slowly
+                with contextlib.suppress(httpx.TransportError):
+                    health = await http.get("/healthz")
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the codec server did not start")
+            assert health.json() == {"status": "ok"}
+            refused = await http.post("/decode", json={"payloads": []})
+            assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 15)
