@@ -433,6 +433,9 @@ class CheckoutWorkflow:
     def _set_status(self, status: CheckoutStatus) -> None:
         self._status = status
         workflow.upsert_search_attributes([sa.CHECKOUT_STATUS.value_set(status.value)])
+        # The Web UI's "current details": the step while it runs, then the business outcome, since the
+        # workflow's own badge says COMPLETED for a sale and a refusal alike. No command, no event.
+        workflow.set_current_details(self._result.headline if self._result else status.value)
 
     # --- handlers ----------------------------------------------------------------------------
 

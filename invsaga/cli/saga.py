@@ -107,8 +107,8 @@ def checkout(
 
 def _describe(result: CheckoutResult) -> str:
     parts = [f"order {result.order_id}: {result.status.value}"]
-    if result.amount_minor is not None:
-        parts.append(f"amount {result.amount_minor / 100:.2f} {result.currency}")
+    if result.amount:
+        parts.append(f"amount {result.amount}")
     if result.reason:
         parts.append(f"reason {result.reason.value}")
     if result.detail:

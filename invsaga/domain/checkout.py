@@ -109,6 +109,21 @@ class CheckoutResult(Loose):
     currency: str | None = None
     charge_id: str | None = None
 
+    @property
+    def amount(self) -> str | None:
+        """The amount as people read it ("50.00 USD"); prices are kept in cents."""
+        return None if self.amount_minor is None else f"{self.amount_minor / 100:.2f} {self.currency}"
+
+    @property
+    def headline(self) -> str:
+        """The business outcome in a few words, for the Web UI: "CONFIRMED 50.00 USD" or
+        "REJECTED: out of stock" (the workflow itself shows COMPLETED either way)."""
+        if self.status is CheckoutStatus.CONFIRMED and self.amount:
+            return f"{self.status.value} {self.amount}"
+        if self.reason is not None:
+            return f"{self.status.value}: {self.reason.value.replace('_', ' ')}"
+        return self.status.value
+
 
 class CheckoutView(CheckoutResult):
     """The live state answered by the workflow's query while it runs."""

@@ -3,6 +3,7 @@ minutes of retries in real time run in seconds here."""
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from collections import Counter
@@ -210,3 +211,28 @@ async def test_a_workflow_cancel_while_a_reserve_keeps_retrying_ends_cancelled(e
             await handle.result()
     assert isinstance(failed.value.cause, CancelledError)
     assert fake.finished == ["cancelled"] and fake.calls["release"] == 1 and fake.calls["charge"] == 0
+
+
+async def _current_details(handle) -> str:
+    from temporalio.api.sdk.v1 import WorkflowMetadata
+
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return metadata.current_details
+
+
+@pytest.mark.parametrize(
+    ("fake", "shown"),
+    [(FakeSaga(), r"CONFIRMED \d+\.\d\d USD"), (FakeSaga(pin_closed=True), "REJECTED: hold lost")],
+    ids=["confirmed", "rejected"],
+)
+async def test_the_web_ui_shows_the_business_outcome_not_just_completed(env, fake, shown):
+    request = _request()
+    task_queue = str(uuid.uuid4())
+    async with Worker(env.client, task_queue=task_queue, workflows=[CheckoutWorkflow], activities=fake.all()):
+        handle = await env.client.start_workflow(
+            CheckoutWorkflow.run, request, id=f"checkout-{request.order_id}", task_queue=task_queue
+        )
+        result = await handle.result()
+        details = await _current_details(handle)  # a closed workflow's query: the worker replays it
+    assert re.fullmatch(shown, details), details
+    assert details == result.headline
