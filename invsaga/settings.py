@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     #: OTLP endpoint for traces (needs the `otel` extra); empty disables tracing.
     otel_endpoint: str = ""
 
+    #: The hold sweeper's Temporal Schedule (workers create it). Each checkout ends its own holds, so the
+    #: sweeper only frees those of a terminated workflow: past their TTL, within this interval.
+    sweep_every_seconds: int = Field(300, ge=10)
+
     # The order reconciler's Temporal Schedule (workers create it; `invsaga reconcile` runs it by hand).
     reconcile_every_seconds: int = Field(300, ge=10)
     #: Off: the scheduled run only reports. On: it also applies the safe, idempotent fixes.

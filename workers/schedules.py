@@ -1,4 +1,11 @@
-"""The maintenance schedules a worker creates at start: the hold sweeper and the order reconciler."""
+"""The maintenance schedules a worker creates at start: the hold sweeper and the order reconciler.
+
+Both run rarely by default (every 5 minutes, from the settings). Each checkout releases or commits its
+own holds, so the sweeper only frees what a terminated workflow left behind, and the reconciler reads
+everything again on each run; a frequent schedule would mostly fill the Web UI's list with maintenance
+runs. An interval schedule fires on multiples of its interval, so with the defaults a new stack starts
+at most one run of each in any 90 seconds.
+"""
 
 from __future__ import annotations
 
@@ -18,44 +25,43 @@ from temporalio.client import (
 )
 
 from activities.reconcile import ReconcileInput
-from workflows import order_reconciler
-from workflows.hold_sweeper import SCHEDULE_ID, SWEEP_EVERY, HoldSweeperWorkflow
+from workflows import hold_sweeper, order_reconciler
 
 
-async def ensure_sweeper_schedule(client: Client, task_queue: str) -> bool:
-    """Create the hold-sweeper schedule once; returns False when it already exists."""
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            HoldSweeperWorkflow.run, id=f"{SCHEDULE_ID}-run", task_queue=task_queue
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=SWEEP_EVERY)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+async def ensure_sweeper_schedule(client: Client, task_queue: str, every: timedelta) -> bool:
+    """Create the hold-sweeper schedule, or bring its interval and task queue in line with the settings
+    (``INVSAGA_SWEEP_EVERY_SECONDS``); returns whether anything changed."""
+    action = ScheduleActionStartWorkflow(
+        hold_sweeper.HoldSweeperWorkflow.run, id=f"{hold_sweeper.SCHEDULE_ID}-run", task_queue=task_queue
     )
-    try:
-        await client.create_schedule(SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-        return False
-    return True
+    return await _ensure_schedule(client, hold_sweeper.SCHEDULE_ID, action, every)
 
 
 async def ensure_reconciler_schedule(client: Client, task_queue: str, every: timedelta) -> bool:
     """Create the order-reconciler schedule, or bring its interval and task queue in line with the
-    settings (``INVSAGA_RECONCILE_EVERY_SECONDS`` takes effect at the next worker start); returns
-    whether anything changed."""
+    settings (``INVSAGA_RECONCILE_EVERY_SECONDS``); returns whether anything changed."""
+    action = ScheduleActionStartWorkflow(
+        order_reconciler.OrderReconcilerWorkflow.run,
+        ReconcileInput(),
+        id=f"{order_reconciler.SCHEDULE_ID}-run",
+        task_queue=task_queue,
+    )
+    return await _ensure_schedule(client, order_reconciler.SCHEDULE_ID, action, every)
+
+
+async def _ensure_schedule(
+    client: Client, schedule_id: str, action: ScheduleActionStartWorkflow, every: timedelta
+) -> bool:
+    """Create ``schedule_id`` or update it in place; a change takes effect at the next worker start."""
     schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            order_reconciler.OrderReconcilerWorkflow.run,
-            ReconcileInput(),
-            id=f"{order_reconciler.SCHEDULE_ID}-run",
-            task_queue=task_queue,
-        ),
+        action=action,
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         # A run slower than the interval makes the next one skip, never pile up; a run missed while
-        # Temporal was down is not made up, since the next run reads everything again anyway.
+        # Temporal was down is not made up, since the next run does all of the work again anyway.
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=every),
     )
     try:
-        await client.create_schedule(order_reconciler.SCHEDULE_ID, schedule)
+        await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
         pass
     else:
@@ -65,15 +71,14 @@ async def ensure_reconciler_schedule(client: Client, task_queue: str, every: tim
     def update(current: ScheduleUpdateInput) -> ScheduleUpdate | None:
         nonlocal changed
         existing = current.description.schedule
-        action = existing.action
         if (
-            isinstance(action, ScheduleActionStartWorkflow)
-            and action.task_queue == task_queue
+            isinstance(existing.action, ScheduleActionStartWorkflow)
+            and existing.action.task_queue == action.task_queue
             and [interval.every for interval in existing.spec.intervals] == [every]
         ):
             return None
         changed = True
         return ScheduleUpdate(schedule=schedule)
 
-    await client.get_schedule_handle(order_reconciler.SCHEDULE_ID).update(update)
+    await client.get_schedule_handle(schedule_id).update(update)
     return changed

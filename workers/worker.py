@@ -146,8 +146,9 @@ async def run_worker(
             interceptors = [ActivityTracker(health), *stack.enter_context(tracing(settings))]
             client = await connect_configured(settings, runtime=metrics_runtime(settings))
             deps = await stack.enter_async_context(WorkerDeps.open(settings))
-            if await ensure_sweeper_schedule(client, settings.task_queue):
-                log.info("created the hold-sweeper schedule")
+            sweep_every = timedelta(seconds=settings.sweep_every_seconds)
+            if await ensure_sweeper_schedule(client, settings.task_queue, sweep_every):
+                log.info("hold-sweeper schedule set to every %s", sweep_every)
             every = timedelta(seconds=settings.reconcile_every_seconds)
             if await ensure_reconciler_schedule(client, settings.task_queue, every):
                 log.info("order-reconciler schedule set to every %s", every)

@@ -1,4 +1,5 @@
-"""Expire abandoned holds on every shard. Run by a Temporal Schedule, so it survives worker restarts.
+"""Expire abandoned holds on every shard. Run by a Temporal Schedule (``workers.schedules``, every
+``INVSAGA_SWEEP_EVERY_SECONDS``), so it survives worker restarts.
 
 Holds normally end through their checkout's compensation; only a terminated workflow (or a crash
 before a workflow adopted its hold) leaves one behind, which its TTL then frees here.
@@ -16,7 +17,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import ExpireOutput
 
 SCHEDULE_ID = "inventory-hold-sweeper"
-SWEEP_EVERY = timedelta(seconds=30)
 
 
 @workflow.defn

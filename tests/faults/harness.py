@@ -42,7 +42,15 @@ from invsaga.store.databases import Databases
 from invsaga.store.orders import Product, upsert_products
 from invsaga.store.stock import StockStore
 from invsaga.temporal.configured import connect_configured
-from tests.faults.stack import ADMIN_AUTH, CHECKOUT_AUTH, Child, FaultStack, Scale, wait_http_ok
+from tests.faults.stack import (
+    ADMIN_AUTH,
+    CHECKOUT_AUTH,
+    SWEEP_EVERY,
+    Child,
+    FaultStack,
+    Scale,
+    wait_http_ok,
+)
 from workers.schedules import ensure_sweeper_schedule
 from workflows.hold_sweeper import SCHEDULE_ID
 
@@ -250,13 +258,12 @@ class Scenario:
 
     async def _reset_sweeper_schedule(self) -> None:
         """The hold sweeper's schedule starts its runs on the task queue of the worker that created
-        it. Point it at this scenario's task queue, so the sweeper runs here (every 30s) as it would
-        in production."""
+        it. Point it at this scenario's task queue, so the sweeper runs here (every ``SWEEP_EVERY``)."""
         if self.stack.schedule_queue == self.task_queue:
             return
         with contextlib.suppress(RPCError):
             await self.temporal.get_schedule_handle(SCHEDULE_ID).delete()
-        await ensure_sweeper_schedule(self.temporal, self.task_queue)
+        await ensure_sweeper_schedule(self.temporal, self.task_queue, SWEEP_EVERY)
         self.stack.schedule_queue = self.task_queue
 
     # --- stock -----------------------------------------------------------------------------------

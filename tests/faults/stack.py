@@ -23,6 +23,7 @@ import time
 from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +36,10 @@ from invsaga.dev.temporal import TemporalDevServer, start_dev_server
 from invsaga.settings import Settings, load_settings
 
 T = TypeVar("T")
+
+#: The scenarios' hold sweeper runs as often as it did before the default became 5 minutes: a hold
+#: orphaned by a terminated workflow must be freed within the scenario.
+SWEEP_EVERY = timedelta(seconds=30)
 
 # --- size --------------------------------------------------------------------------------------------
 
@@ -292,6 +297,8 @@ class FaultStack:
                 # The workers' scheduled reconciler must only report: a repair would hide what the
                 # scenario's own checks are there to find.
                 "INVSAGA_RECONCILE_REPAIR": "false",
+                # Holds the scenarios orphan (a workflow terminated mid-saga) must free within a run.
+                "INVSAGA_SWEEP_EVERY_SECONDS": str(int(SWEEP_EVERY.total_seconds())),
             }
         )
         env.update(overrides)
