@@ -21,7 +21,9 @@ class InventoryActivities:
     @activity.defn
     @domain_errors_as_application_errors
     async def reserve_stock(self, inp: ReserveInput) -> ReserveOutcome:
-        request = ReserveRequest(order_id=inp.order_id, lines=inp.lines, ttl_seconds=inp.ttl_seconds)
+        request = ReserveRequest(
+            order_id=inp.order_id, lines=inp.lines, ttl_seconds=inp.ttl_seconds, allocation=inp.allocation
+        )
         if self.batcher is not None:
             return await self.batcher.reserve(inp.shard, request)
         return await self.store.reserve(inp.shard, request)

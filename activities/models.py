@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from invsaga.domain.checkout import CheckoutRequest
-from invsaga.domain.stock import StockLine
+from invsaga.domain.stock import AllocationPolicy, StockLine
 from invsaga.payments.refunds import RefundOutcome as RefundOutcome  # the refund activity's result
 
 
@@ -27,6 +27,8 @@ class PreparedOrder(BaseModel):
     hold_ttl_seconds: int
     payment_deadline_seconds: int
     payment_attempt_seconds: float = 30.0
+    #: How lines without a location are allocated; recorded with the order, so its retries agree.
+    allocation: AllocationPolicy = AllocationPolicy()
 
 
 class ReserveInput(BaseModel):
@@ -34,6 +36,7 @@ class ReserveInput(BaseModel):
     shard: int
     lines: list[StockLine]
     ttl_seconds: int
+    allocation: AllocationPolicy = AllocationPolicy()
 
 
 class ReleaseInput(BaseModel):
@@ -45,6 +48,7 @@ class ReleaseInput(BaseModel):
 class PinInput(BaseModel):
     order_id: str
     shard: int
+    #: The pieces the reserve allocated (one per reservation row), or the lines when it named none.
     lines: list[StockLine]
 
 

@@ -43,6 +43,7 @@ class OrderActivities:
             payment_deadline_seconds=self.settings.checkout_payment_deadline_seconds,
             # One charge attempt may take the client's timeout, plus a lookup by key on retries.
             payment_attempt_seconds=2 * self.settings.payment_timeout_seconds + 5,
+            allocation=self.settings.allocation_policy,
         )
 
     @activity.defn

@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "flash_sale": ([], ["--buyers", "150", "--units", "20", "--connections", "16", "--resales", "2"]),
     "size": ([], ["--skus", "20000", "--shards", "2", "--reads", "200"]),
     "bulk_import": ([], ["--rows", "20000", "--shards", "2"]),
+    "order_list": ([], ["--orders", "5000", "--reads", "30"]),
+    "relay": ([], ["--skus", "2000", "--callers", "8", "--seconds", "1", "--rounds", "1"]),
 }
 
 

@@ -35,8 +35,8 @@ from invsaga.dev.temporal import start_dev_server
 from invsaga.domain.checkout import CheckoutStatus
 from invsaga.settings import Settings, load_settings
 from invsaga.store.audit import audit
+from invsaga.store.catalog import Product, upsert_products
 from invsaga.store.databases import Databases, migrate_all
-from invsaga.store.orders import Product, upsert_products
 from invsaga.store.stock import StockStore
 from invsaga.temporal.configured import connect_configured
 

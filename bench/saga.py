@@ -42,8 +42,8 @@ from invsaga.dev.temporal import start_dev_server
 from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus
 from invsaga.domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
 from invsaga.settings import Settings, load_settings
+from invsaga.store.catalog import Product, upsert_products
 from invsaga.store.databases import Databases, migrate_all
-from invsaga.store.orders import Product, upsert_products
 from invsaga.store.stock import StockStore
 from invsaga.temporal.codec import EncryptionCodec, PayloadKeys, new_key_entry
 from invsaga.temporal.configured import connect_configured, payload_keys

@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from invsaga.domain.errors import ConfigurationError
+from invsaga.domain.stock import AllocationPolicy, AllocationStrategy
 
 
 def to_asyncpg_url(dsn: str) -> URL:
@@ -60,6 +61,11 @@ class Settings(BaseSettings):
     hold_ttl_seconds: int = Field(900, gt=0)
     checkout_payment_deadline_seconds: int = Field(300, gt=0)
 
+    # Checkout lines without a location are allocated over the SKU's locations (invsaga/store/allocation.py).
+    allocation_strategy: AllocationStrategy = AllocationStrategy.PRIORITY
+    #: Comma-separated: the locations the priority strategy tries first, in order; the rest follow by name.
+    allocation_priority: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["main"])
+
     pool_size: int = Field(10, ge=1, le=200)
 
     # Worker process.
@@ -84,6 +90,23 @@ class Settings(BaseSettings):
     reconcile_repair: bool = False
     #: How far back the scheduled run reads orders; 0 reads them all. Orders holding stock always count.
     reconcile_since_seconds: int = Field(86_400, ge=0)
+
+    # The event relay (invsaga/events/relay.py): a worker component, or `invsaga relay` on its own.
+    #: Off: this worker runs no relay (run one elsewhere; at least one must run for events to flow).
+    relay_enabled: bool = True
+    relay_poll_seconds: float = Field(0.2, gt=0, le=60)
+    relay_batch: int = Field(500, ge=1, le=10_000)
+    #: Prometheus port of the relay's own metrics (deliveries, lag); 0 disables it.
+    relay_metrics_port: int = Field(0, ge=0, le=65535)
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    #: Deliveries in flight at once per webhook and shard, each for another SKU (a SKU's stay in order).
+    webhook_concurrency: int = Field(16, ge=1, le=256)
+    #: A failed delivery is retried after base * 2^(attempts-1) seconds, at most max.
+    webhook_retry_base_seconds: float = Field(1.0, gt=0)
+    webhook_retry_max_seconds: float = Field(300.0, gt=0)
+    #: Outbox rows older than this that every webhook has passed are deleted.
+    event_retention_seconds: int = Field(7 * 86_400, ge=0)
+    event_prune_every_seconds: int = Field(300, ge=1)
 
     # HTTP API process.
     api_host: str = "127.0.0.1"
@@ -117,6 +140,25 @@ class Settings(BaseSettings):
         if value:
             to_asyncpg_url(value)
         return value
+
+    @field_validator("allocation_priority", mode="before")
+    @classmethod
+    def _split_priority(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allocation_priority")
+    @classmethod
+    def _valid_priority(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a location is listed twice")
+        AllocationPolicy(priority=tuple(value))  # the location code rule
+        return value
+
+    @property
+    def allocation_policy(self) -> AllocationPolicy:
+        return AllocationPolicy(strategy=self.allocation_strategy, priority=tuple(self.allocation_priority))
 
     @cached_property
     def shard_urls(self) -> list[URL]:

@@ -14,8 +14,8 @@ from sqlalchemy import Row, text
 from invsaga.client import CheckoutClient
 from invsaga.domain.stock import ReserveRequest, StockLine
 from invsaga.store.audit import AuditReport, audit
+from invsaga.store.catalog import Product, upsert_products
 from invsaga.store.databases import Databases
-from invsaga.store.orders import Product, upsert_products
 from invsaga.store.routing import ShardRouter
 from invsaga.store.stock import StockStore
 from invsaga.temporal.codec import PayloadKeys
@@ -38,13 +38,18 @@ async def stock_up(store: StockStore, sku: str, quantity: int, location: str = "
     await store.receive(sku, location, quantity, idempotency_key=f"seed-{uuid.uuid4()}")
 
 
+async def in_catalog(databases: Databases, *skus: str, price: str = "12.50") -> None:
+    """Each SKU in the catalog at ``price``, so stock may be received for it."""
+    await upsert_products(
+        databases.core, [Product(sku=s, name=f"item {s}", price=Decimal(price)) for s in skus]
+    )
+
+
 async def catalog(
     databases: Databases, store: StockStore, *skus_and_stock: tuple[str, int], price: str = "12.50"
 ) -> None:
     """Each SKU in the catalog at ``price``, with its quantity in stock."""
-    await upsert_products(
-        databases.core, [Product(sku=s, name=f"item {s}", price=Decimal(price)) for s, _ in skus_and_stock]
-    )
+    await in_catalog(databases, *(s for s, _ in skus_and_stock), price=price)
     for sku, quantity in skus_and_stock:
         await stock_up(store, sku, quantity)
 

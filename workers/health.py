@@ -12,7 +12,9 @@ the Docker healthcheck of the worker image.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import sys
 import time
 import urllib.error
@@ -31,6 +33,8 @@ from temporalio.worker import (
     ExecuteActivityInput,
     Interceptor,
 )
+
+log = logging.getLogger("invsaga.worker")
 
 _MAX_REQUEST_BYTES = 8192
 _READ_TIMEOUT_SECONDS = 5.0
@@ -158,13 +162,30 @@ async def _handle(health: WorkerHealth, reader: asyncio.StreamReader, writer: as
 
 
 @asynccontextmanager
-async def serve_health(health: WorkerHealth, port: int, host: str = "0.0.0.0") -> AsyncIterator[int]:
-    """Serve the endpoint while the block runs; yields the bound port (useful with ``port=0``)."""
+async def serve_health(
+    health: WorkerHealth, port: int, host: str = "0.0.0.0", *, fall_back: bool = False
+) -> AsyncIterator[int]:
+    """Serve the endpoint while the block runs; yields the bound port (useful with ``port=0``).
+
+    With ``fall_back``, a port that is taken (a second worker on one machine) is replaced by a free
+    one, logged, rather than ending the worker: a container has the port to itself, so there the
+    configured one is always what its healthcheck probes."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _handle(health, reader, writer)
 
-    server = await asyncio.start_server(handle, host, port, limit=_MAX_REQUEST_BYTES)
+    try:
+        server = await asyncio.start_server(handle, host, port, limit=_MAX_REQUEST_BYTES)
+    except OSError as exc:
+        if not fall_back or exc.errno != errno.EADDRINUSE:
+            raise
+        server = await asyncio.start_server(handle, host, 0, limit=_MAX_REQUEST_BYTES)
+        log.warning(
+            "health port %d is taken (another worker on this machine?); serving /healthz on %d instead; "
+            "set INVSAGA_WORKER_HEALTH_PORT to a free port to pin it",
+            port,
+            server.sockets[0].getsockname()[1],
+        )
     bound = server.sockets[0].getsockname()[1]
     try:
         yield int(bound)

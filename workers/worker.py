@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from activities.inventory import InventoryActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.reconcile import ReconcileActivities
+from invsaga.domain.errors import ConfigurationError
 from invsaga.payments.client import PaymentClient
 from invsaga.settings import Settings
 from invsaga.store.batching import ReservationBatcher
@@ -32,6 +34,7 @@ from invsaga.store.databases import Databases
 from invsaga.store.stock import StockStore
 from invsaga.temporal.configured import connect_configured
 from workers.health import ActivityTracker, WorkerHealth, WorkerState, serve_health
+from workers.relay import running_relay
 from workers.schedules import ensure_reconciler_schedule, ensure_sweeper_schedule
 from workers.tracing import tracing
 from workers.versioning import deployment_config
@@ -111,11 +114,47 @@ def build_worker(
 
 
 def metrics_runtime(settings: Settings) -> Runtime | None:
-    """A Temporal runtime that serves Prometheus metrics, when a metrics port is configured."""
+    """A Temporal runtime that serves Prometheus metrics, when a metrics port is configured.
+
+    A port that is taken (a second worker on one machine) is replaced by a free one, logged, rather
+    than ending the worker; in a container the port is the worker's own, so the configured one holds."""
     if not settings.metrics_port:
         return None
-    bind = f"0.0.0.0:{settings.metrics_port}"
+    try:
+        return _prometheus_runtime(settings.metrics_port)
+    except ValueError as exc:
+        if "in use" not in str(exc).lower():
+            raise
+    for _attempt in range(3):  # another process may take the free port before the exporter binds it
+        port = _free_port()
+        try:
+            runtime = _prometheus_runtime(port)
+        except ValueError as exc:
+            if "in use" not in str(exc).lower():
+                raise
+            continue
+        log.warning(
+            "metrics port %d is taken (another worker on this machine?); serving metrics on %d "
+            "instead; set INVSAGA_METRICS_PORT to a free port to pin it",
+            settings.metrics_port,
+            port,
+        )
+        return runtime
+    raise ConfigurationError(
+        f"INVSAGA_METRICS_PORT {settings.metrics_port} is taken and no free port could be bound; "
+        "set INVSAGA_METRICS_PORT to a free port, or 0 to serve no metrics"
+    )
+
+
+def _prometheus_runtime(port: int) -> Runtime:
+    bind = f"0.0.0.0:{port}"
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("0.0.0.0", 0))
+        return int(sock.getsockname()[1])
 
 
 def worker_health(settings: Settings) -> WorkerHealth:
@@ -142,10 +181,14 @@ async def run_worker(
     try:
         async with AsyncExitStack() as stack:
             if settings.worker_health_port:
-                await stack.enter_async_context(serve_health(health, settings.worker_health_port))
+                await stack.enter_async_context(
+                    serve_health(health, settings.worker_health_port, fall_back=True)
+                )
             interceptors = [ActivityTracker(health), *stack.enter_context(tracing(settings))]
             client = await connect_configured(settings, runtime=metrics_runtime(settings))
             deps = await stack.enter_async_context(WorkerDeps.open(settings))
+            if settings.relay_enabled:
+                await stack.enter_async_context(running_relay(settings, deps.databases))
             sweep_every = timedelta(seconds=settings.sweep_every_seconds)
             if await ensure_sweeper_schedule(client, settings.task_queue, sweep_every):
                 log.info("hold-sweeper schedule set to every %s", sweep_every)

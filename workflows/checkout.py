@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
         ReservationClosed,
         UnknownSku,
     )
-    from invsaga.domain.stock import HoldState, ReserveOutcome, Shortage
+    from invsaga.domain.stock import Allocation, HoldState, ReserveOutcome, Shortage, StockLine
     from invsaga.temporal import search_attributes as sa
 
 # Quick database calls run as local activities: no extra Temporal round trips on the buyer's path.
@@ -130,11 +130,14 @@ class CheckoutWorkflow:
         self._result: CheckoutResult | None = None
         self._compensations: list[Step] = []
         self._cancel_requested = False
+        self._cancel_reason = CancelRequest().reason
         self._prepared: PreparedOrder | None = None
         self._charge: ChargeOutcome | None = None
         self._charge_task: asyncio.Future[ChargeOutcome] | None = None
         self._attention: str | None = None
         self._ends_right = False
+        #: Per shard, where the reserve put the units (empty in outcomes recorded before allocation).
+        self._allocations: dict[int, list[Allocation]] = {}
 
     @workflow.run
     async def run(self, request: CheckoutRequest) -> CheckoutResult:
@@ -179,14 +182,14 @@ class CheckoutWorkflow:
         prepared = await self._prepare(request)
         await self._reserve(prepared)
         if self._cancel_requested:
-            return await self._shielded(self._end(CheckoutStatus.CANCELLED, None, "cancelled by request"))
+            return await self._shielded(self._end(CheckoutStatus.CANCELLED, None, self._cancel_reason))
         if self._ends_right:
             await self._pin(prepared)
 
         self._set_status(CheckoutStatus.PAYING)
         await self._pay(prepared)
         if self._cancel_requested:
-            return await self._shielded(self._end(CheckoutStatus.CANCELLED, None, "cancelled by request"))
+            return await self._shielded(self._end(CheckoutStatus.CANCELLED, None, self._cancel_reason))
 
         # Paid: from here on a workflow cancel is ignored until the order is confirmed.
         self._set_status(CheckoutStatus.CONFIRMING)
@@ -214,6 +217,9 @@ class CheckoutWorkflow:
         """Reserve on every shard in parallel; all shards' releases are registered first."""
         self._compensations.append(lambda: self._release_all(prepared.shards))
         outcomes = await asyncio.gather(*(self._reserve_on(group, prepared) for group in prepared.shards))
+        for group, outcome in zip(prepared.shards, outcomes, strict=True):
+            if outcome.allocations:
+                self._allocations[group.shard] = outcome.allocations
         shortages = [s for outcome in outcomes for s in outcome.shortages]
         unknown = [sku for outcome in outcomes for sku in outcome.unknown_skus]
         if unknown:
@@ -223,7 +229,20 @@ class CheckoutWorkflow:
         lost = [o for o in outcomes if o.state is not HoldState.HELD]
         if lost:
             raise _Rejected(RejectReason.HOLD_LOST, f"hold already {lost[0].state} before checkout")
-        self._reservation = ReservationView(order_id=self._request.order_id, status=self._status, held=True)
+        self._reservation = ReservationView(
+            order_id=self._request.order_id, status=self._status, held=True, allocations=self._allocated()
+        )
+
+    def _allocated(self) -> list[Allocation]:
+        return [piece for shard in sorted(self._allocations) for piece in self._allocations[shard]]
+
+    def _pieces(self, group: ShardLines) -> list[StockLine]:
+        """What to pin on a shard: every reservation row the reserve made there, so that one missing is
+        seen; the lines themselves for an outcome recorded before allocation (all located then)."""
+        pieces = self._allocations.get(group.shard)
+        if not pieces:
+            return group.lines
+        return [StockLine(sku=p.sku, location=p.location, quantity=p.quantity) for p in pieces]
 
     async def _reserve_on(self, group: ShardLines, prepared: PreparedOrder) -> ReserveOutcome:
         return await _quick_db_step(
@@ -233,6 +252,7 @@ class CheckoutWorkflow:
                 shard=group.shard,
                 lines=group.lines,
                 ttl_seconds=prepared.hold_ttl_seconds,
+                allocation=prepared.allocation,
             ),
             for_good=INPUT_ERRORS,
         )
@@ -244,7 +264,7 @@ class CheckoutWorkflow:
                 *(
                     _quick_db_step(
                         InventoryActivities.pin_stock,
-                        PinInput(order_id=prepared.order_id, shard=group.shard, lines=group.lines),
+                        PinInput(order_id=prepared.order_id, shard=group.shard, lines=self._pieces(group)),
                         for_good=[ReservationClosed.code],
                     )
                     for group in prepared.shards
@@ -403,6 +423,7 @@ class CheckoutWorkflow:
             amount_minor=self._prepared.amount_minor if self._prepared else None,
             currency=self._prepared.currency if self._prepared else None,
             charge_id=self._charge.charge_id if self._charge else None,
+            allocations=self._allocated(),
         )
         if self._reservation is None:
             self._reservation = ReservationView(
@@ -447,6 +468,7 @@ class CheckoutWorkflow:
             amount_minor=self._prepared.amount_minor if self._prepared else None,
             currency=self._prepared.currency if self._prepared else None,
             charge_id=self._charge.charge_id if self._charge else None,
+            allocations=self._allocated(),
         )
         return CheckoutView(
             **base.model_dump(),
@@ -474,6 +496,7 @@ class CheckoutWorkflow:
         accepted = not self._too_late_to_cancel()
         if accepted:
             self._cancel_requested = True
+            self._cancel_reason = request.reason  # the result's detail says why it was cancelled
             workflow.logger.info("cancel requested: %s", request.reason)
         return CancelResult(order_id=self._request.order_id, accepted=accepted, status=self._status)
 

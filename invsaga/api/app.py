@@ -12,7 +12,19 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from invsaga.api import health, metrics, problems, routes_admin, routes_checkouts, routes_stock
+from invsaga.api import (
+    docs,
+    health,
+    metrics,
+    problems,
+    routes_admin,
+    routes_checkouts,
+    routes_events,
+    routes_orders,
+    routes_products,
+    routes_stock,
+    routes_webhooks,
+)
 from invsaga.api.auth import ApiKeys
 from invsaga.api.deps import ApiDeps
 from invsaga.api.limits import BodyLimitMiddleware
@@ -43,7 +55,11 @@ same body to get the same answer.
 TAGS = [
     {"name": "stock", "description": "Read stock levels (checkout or admin scope)."},
     {"name": "checkouts", "description": "Start, follow and cancel checkouts (checkout scope)."},
+    {"name": "orders", "description": "List and read orders with their holds (checkout or admin scope)."},
     {"name": "admin", "description": "Change stock (admin scope)."},
+    {"name": "products", "description": "The catalog: read (checkout or admin scope), change (admin scope)."},
+    {"name": "events", "description": "Read stock and order events after a cursor (admin scope)."},
+    {"name": "webhooks", "description": "Register receivers of signed event deliveries (admin scope)."},
     {"name": "operations", "description": "Health, readiness and metrics (no key needed)."},
 ]
 
@@ -92,16 +108,29 @@ def create_app(settings: Settings, *, deps: ApiDeps | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Served by invsaga.api.docs from packaged assets: FastAPI's own pages load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.api_keys = api_keys
     app.state.deps = deps
     problems.install(app)
-    for module in (routes_stock, routes_checkouts, routes_admin, health):
+    for module in (
+        routes_stock,
+        routes_checkouts,
+        routes_orders,
+        routes_products,
+        routes_admin,
+        routes_events,
+        routes_webhooks,
+        health,
+    ):
         app.include_router(module.router)
     # Middleware added last runs first: metrics see every answer, including a 413 from the body limit.
     app.add_middleware(BodyLimitMiddleware)
     metrics.install(app)
     _document_problems(app)
+    docs.install(app)
     return app
 
 

@@ -33,7 +33,11 @@ def answer_for(view: ReservationView) -> CheckoutAccepted:
     """The answer for a stock decision: accepted when held, otherwise the domain error it amounts to."""
     if view.held:
         return CheckoutAccepted(
-            order_id=view.order_id, status=view.status, held=True, links=CheckoutLinks.of(view.order_id)
+            order_id=view.order_id,
+            status=view.status,
+            held=True,
+            allocations=view.allocations,
+            links=CheckoutLinks.of(view.order_id),
         )
     raise refusal_for(view)
 

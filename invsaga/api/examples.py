@@ -57,13 +57,13 @@ CANCEL_BODIES: dict[str, Example] = {"reason": Example(value=CANCEL_IN)}
 #: Each model's example, by the model's class name.
 MODEL_EXAMPLES: dict[str, JsonDict] = {
     "StockView": STOCK_VIEW,
-    "StockBatch": {"items": [STOCK_VIEW], "unknown": ["MUG-RED"]},
+    "StockBatch": {"items": [STOCK_VIEW], "unknown": ["MUG-RED"], "unavailable": []},
     "SetStock": {"on_hand": 120},
     "Receipt": {"quantity": 24, "reference": "PO-7731"},
     "ImportReport": {
         "batch_id": "5f0c3e9f6f1a4f67a2c1d0e3b4a59687",
         "rows_read": 3,
-        "imported": 2,
+        "applied": 2,
         "unchanged": 0,
         "rejected": [
             {
@@ -78,7 +78,17 @@ MODEL_EXAMPLES: dict[str, JsonDict] = {
         "seconds": 0.042,
     },
     "CheckoutIn": CHECKOUT_IN,
-    "CheckoutAccepted": {"order_id": "ord-1001", "status": "PAYING", "held": True, "links": _LINKS},
+    "CheckoutAccepted": {
+        "order_id": "ord-1001",
+        "status": "PAYING",
+        "held": True,
+        "allocations": [
+            {"sku": "MUG-BLUE", "location": "east", "quantity": 1},
+            {"sku": "MUG-BLUE", "location": "main", "quantity": 1},
+            {"sku": "TSHIRT-L", "location": "main", "quantity": 1},
+        ],
+        "links": _LINKS,
+    },
     "CheckoutState": {
         "order_id": "ord-1001",
         "status": "CONFIRMED",
@@ -90,11 +100,23 @@ MODEL_EXAMPLES: dict[str, JsonDict] = {
         "amount_minor": 5000,
         "currency": "USD",
         "charge_id": "ch_3b1f0c2a",
+        "allocations": [
+            {"sku": "MUG-BLUE", "location": "east", "quantity": 1},
+            {"sku": "MUG-BLUE", "location": "main", "quantity": 1},
+            {"sku": "TSHIRT-L", "location": "main", "quantity": 1},
+        ],
+        "charged": True,
         "cancel_requested": False,
         "links": _LINKS,
     },
     "CancelIn": CANCEL_IN,
-    "CancelAccepted": {"order_id": "ord-1001", "status": "PAYING", "accepted": True, "links": _LINKS},
+    "CancelAccepted": {
+        "order_id": "ord-1001",
+        "status": "PAYING",
+        "accepted": True,
+        "reason": "buyer changed their mind",
+        "links": _LINKS,
+    },
     "Liveness": {"status": "ok"},
     "Readiness": {"status": "ready", "checks": {"temporal": "ok", "core database": "ok", "shard 0": "ok"}},
 }

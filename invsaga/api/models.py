@@ -22,11 +22,11 @@ from invsaga.domain.checkout import (
     validate_checkout,
 )
 from invsaga.domain.stock import (
-    DEFAULT_LOCATION,
     MAX_LINES_PER_ORDER,
     MAX_ORDER_ID_LENGTH,
     MAX_SKU_LENGTH,
     ORDER_ID_PATTERN,
+    Allocation,
     Location,
     OrderId,
     Quantity,
@@ -120,6 +120,8 @@ class StockBatch(Answer):
     items: list[StockView]
     #: Requested SKUs with no stock row on any location.
     unknown: list[str]
+    #: Requested SKUs whose shard did not answer: ask again later. The other SKUs are still answered.
+    unavailable: list[str] = []
 
 
 class SetStock(Strict):
@@ -134,8 +136,8 @@ class Receipt(Strict):
 class ImportReport(Answer):
     batch_id: str
     rows_read: int
-    #: Rows that changed a stock level.
-    imported: int
+    #: Rows that changed a stock level (the CLI's `applied` too).
+    applied: int
     #: Rows already at their quantity.
     unchanged: int
     #: Rows refused one by one (below what is reserved), each with its CSV line number.
@@ -147,7 +149,7 @@ class ImportReport(Answer):
         return cls(
             batch_id=result.batch_id,
             rows_read=result.rows_read,
-            imported=result.applied,
+            applied=result.applied,
             unchanged=result.unchanged,
             rejected=result.rejected,
             seconds=result.seconds,
@@ -160,7 +162,13 @@ class ImportReport(Answer):
 class CheckoutLineIn(Strict):
     sku: Sku
     quantity: Quantity
-    location: Location = DEFAULT_LOCATION
+    location: Annotated[
+        Location | None,
+        Field(
+            description="Omit it to let the order be allocated (and split, when no single location can "
+            "fill the line) over the SKU's locations; a SKU without a location takes only this one line."
+        ),
+    ] = None
 
 
 class CheckoutIn(Strict):
@@ -208,6 +216,8 @@ class CheckoutAccepted(Answer):
     order_id: str
     status: CheckoutStatus
     held: bool
+    #: Where the units are held, one entry per (sku, location): a line without a location may be split.
+    allocations: list[Allocation] = []
     links: CheckoutLinks
 
 
@@ -224,6 +234,11 @@ class CheckoutState(Answer):
     amount_minor: int | None = None
     currency: str | None = None
     charge_id: str | None = None
+    #: Where the units were held, one entry per (sku, location); sold once CONFIRMED, released otherwise.
+    allocations: list[Allocation] = []
+    #: Whether the buyer pays `amount_minor`: false for an order that was rejected or cancelled (any
+    #: charge it took is refunded), so a rejected order's amount never reads as money taken.
+    charged: bool = False
     cancel_requested: bool = False
     links: CheckoutLinks
 
@@ -241,6 +256,9 @@ class CheckoutState(Answer):
             amount_minor=state.amount_minor,
             currency=state.currency,
             charge_id=state.charge_id,
+            allocations=state.allocations,
+            charged=state.charge_id is not None
+            and state.status not in (CheckoutStatus.REJECTED, CheckoutStatus.CANCELLED),
             cancel_requested=live.cancel_requested if live else False,
             links=CheckoutLinks.of(state.order_id),
         )
@@ -256,6 +274,8 @@ class CancelAccepted(Answer):
     order_id: str
     accepted: bool
     status: CheckoutStatus
+    #: The reason sent with the cancel; the cancelled checkout's `detail` carries it too.
+    reason: str | None = None
     links: CheckoutLinks
 
 

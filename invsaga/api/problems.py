@@ -45,6 +45,13 @@ PROBLEM_TYPES: dict[type[errors.InventoryError], ProblemType] = {
     errors.InvalidInput: ProblemType(422, "The request is not valid", "lines.0.quantity: must be > 0"),
     errors.UnknownSku: ProblemType(404, "Unknown SKU", "unknown sku 'MUG-RED': no stock row on any location"),
     errors.OutOfStock: ProblemType(409, "Out of stock", "not enough stock for MUG-BLUE@main"),
+    errors.UnknownProduct: ProblemType(
+        409, "Not in the catalog", "sku 'MUG-RED' is not in the catalog; add the product first"
+    ),
+    errors.ProductNotFound: ProblemType(404, "Product not found", "no product 'MUG-RED' in the catalog"),
+    errors.ProductExists: ProblemType(
+        409, "Product exists", "product 'MUG-BLUE' already exists at version 3 with other values"
+    ),
     errors.VersionConflict: ProblemType(
         412, "Version conflict", "MUG-BLUE@main is at version 7, not 6; re-read it and try again"
     ),
@@ -69,6 +76,8 @@ PROBLEM_TYPES: dict[type[errors.InventoryError], ProblemType] = {
         503, "Payment provider unavailable", "the payment provider is unreachable", {"Retry-After": "1"}
     ),
     errors.CheckoutNotFound: ProblemType(404, "Checkout not found", "no checkout for order 'ord-1001'"),
+    errors.WebhookNotFound: ProblemType(404, "Webhook not found", "no webhook 'wh_3k9q'"),
+    errors.OrderNotFound: ProblemType(404, "Order not found", "no order 'ord-1001'"),
     errors.OrderIdReused: ProblemType(
         409,
         "Order id already used",

@@ -7,7 +7,7 @@ import tempfile
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
@@ -33,18 +33,22 @@ from invsaga.api.idempotency import (
 )
 from invsaga.api.models import ImportReport, PathCode, Receipt, SetStock
 from invsaga.api.problems import problem_responses
+from invsaga.api.routes_stock import etag_of
 from invsaga.domain.errors import (
     BelowReserved,
     IdempotencyKeyConflict,
     InvalidInput,
     ShardUnavailable,
+    UnknownProduct,
     UnknownSku,
     VersionConflict,
 )
 from invsaga.domain.keys import adhoc_key, api_client_key
 from invsaga.domain.stock import StockLevel
 from invsaga.store.bulk_import import import_stock
+from invsaga.store.catalog import require_products
 from invsaga.store.idempotency import StoredResponse
+from invsaga.store.stock import StockStore
 
 router = APIRouter(prefix="/v1/stock", tags=["admin"])
 
@@ -52,8 +56,14 @@ Operator = Annotated[Principal, Depends(requires(Scope.ADMIN))]
 PathSku = Annotated[PathCode, Path(description="The SKU code.", examples=["MUG-BLUE"])]
 PathLocation = Annotated[PathCode, Path(description="The stock location.", examples=["main"])]
 _AUTH_ERRORS = (Unauthorized, Forbidden)
+AllowUnknownProduct = Annotated[
+    bool,
+    Query(description="Accept stock for SKUs that are not in the catalog (refused with 409 otherwise)."),
+]
 
 _VERSION_TAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+#: The ETag of GET /v1/stock/{sku}: a digest of every location's version (routes_stock.etag_of).
+_SKU_TAG = re.compile(r'^(?:W/)?"?([0-9a-f]{24})"?$')
 #: Uploads are spooled to memory up to this size, then to a temporary file.
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
@@ -71,13 +81,50 @@ class LevelView(BaseModel):
         return cls(**level.model_dump(), available=level.available)
 
 
-def _expected_version(if_match: str | None) -> int:
+def _entity_tags(if_match: str | None) -> tuple[list[int], list[str]]:
+    """The versions and the SKU ETags an If-Match lists (comma-separated, each quoted or not, weak or
+    not: a client sends back what it was given, and the version is what we compare either way)."""
     if if_match is None:
         raise PreconditionRequired("send If-Match with the version you read (0: the row must not exist yet)")
-    match = _VERSION_TAG.match(if_match.strip())
-    if match is None:
-        raise InvalidInput(f'If-Match must be a version number such as "7", got {if_match[:40]!r}')
-    return int(match.group(1))
+    versions: list[int] = []
+    sku_tags: list[str] = []
+    for entry in filter(None, (part.strip() for part in if_match.split(","))):
+        if match := _VERSION_TAG.match(entry):
+            versions.append(int(match.group(1)))
+        elif match := _SKU_TAG.match(entry):
+            sku_tags.append(f'"{match.group(1)}"')
+        else:
+            raise InvalidInput(
+                f'If-Match must be a version such as "7" or the ETag of GET /v1/stock/{{sku}}, '
+                f"got {if_match[:40]!r}"
+            )
+    if not versions and not sku_tags:
+        raise InvalidInput('If-Match must be a version such as "7" or the ETag of GET /v1/stock/{sku}')
+    return versions, sku_tags
+
+
+async def _expected_version(if_match: str | None, store: StockStore, sku: str, location: str) -> int:
+    """The version to compare-and-set against. One version is used as sent (the store's CAS refuses a
+    stale one); a SKU ETag (or a list) is checked against what the SKU is now, and then the location's
+    current version is the one expected, so a change in between still loses the CAS."""
+    versions, sku_tags = _entity_tags(if_match)
+    if len(versions) == 1 and not sku_tags:
+        return versions[0]
+    try:
+        levels = await store.get(sku)
+    except UnknownSku:
+        levels = []
+    current = next((level.version for level in levels if level.location == location), 0)
+    if current in versions or etag_of(levels) in sku_tags:
+        return current
+    raise VersionConflict(
+        f"{sku}@{location} changed since the If-Match you sent (it is at version {current}); "
+        "re-read it and try again",
+        sku=sku,
+        location=location,
+        expected=versions[0] if versions else None,
+        actual=current,
+    )
 
 
 def _level_response(level: StockLevel) -> JSONResponse:
@@ -97,6 +144,7 @@ _LEVEL_HEADERS = {"ETag": {"description": "The location's new version", "schema"
             InvalidInput,
             *_AUTH_ERRORS,
             UnknownSku,
+            UnknownProduct,
             BelowReserved,
             VersionConflict,
             PayloadTooLarge,
@@ -115,8 +163,9 @@ async def put_stock(
         str | None,
         Header(
             alias="If-Match",
-            max_length=64,
-            description='Required. The version you read, e.g. `"7"`; `"0"` creates a location that has none.',
+            max_length=1024,
+            description='Required. The version you read, e.g. `"7"` (`"0"` creates a location that has '
+            "none), or the ETag of `GET /v1/stock/{sku}`; quoted or not, `W/` or not, or a list of them.",
             examples=['"1"'],
         ),
     ] = None,
@@ -130,9 +179,10 @@ async def put_stock(
         sku,
         location,
         body.on_hand,
-        expected_version=_expected_version(if_match),
+        expected_version=await _expected_version(if_match, deps.store, sku, location),
         idempotency_key=adhoc_key("http", uuid.uuid4()),
         reference=f"api set by key {principal.key_id}",
+        check_catalog=True,
     )
     return _level_response(level)
 
@@ -155,6 +205,7 @@ async def put_stock(
             InvalidInput,
             IdempotencyKeyReused,
             IdempotencyKeyConflict,
+            UnknownProduct,
             ShardUnavailable,
         ),
     },
@@ -167,8 +218,13 @@ async def post_receipt(
     key: IdempotencyKey,
     deps: Deps,
     principal: Operator,
+    allow_unknown_product: AllowUnknownProduct = False,
 ) -> Response:
-    """Add received units to a location, creating it if needed. The same Idempotency-Key adds them once."""
+    """Add received units to a location, creating it if needed. The same Idempotency-Key adds them once.
+
+    A SKU that is not in the catalog is refused (**409** `unknown-product`) unless
+    `allow_unknown_product=true`.
+    """
 
     async def receive(_first: bool) -> StoredResponse:
         level = await deps.store.receive(
@@ -180,7 +236,13 @@ async def post_receipt(
         )
         return json_answer(200, LevelView.of(level))
 
-    operation = f"POST {request.url.path}"
+    if not allow_unknown_product:
+        # Before the key is claimed, so this refusal is not recorded: once the product is added, the same
+        # key receives (products are never deleted, so the check cannot go stale).
+        await require_products(deps.databases.core_autocommit, [sku])
+
+    # The flag is part of the request: the same key sent again with it flipped is another request.
+    operation = f"POST {request.url.path}" + ("?allow_unknown_product" if allow_unknown_product else "")
     answer, replayed = await run_once(
         deps.databases.core, principal, key, fingerprint(operation, body), request.url.path, receive
     )
@@ -192,7 +254,7 @@ async def post_receipt(
     summary="Import stock from CSV",
     response_model=ImportReport,
     responses=problem_responses(
-        InvalidInput, *_AUTH_ERRORS, PayloadTooLarge, UnsupportedMediaType, ShardUnavailable
+        InvalidInput, *_AUTH_ERRORS, PayloadTooLarge, UnsupportedMediaType, UnknownProduct, ShardUnavailable
     ),
     openapi_extra={
         "requestBody": {
@@ -201,12 +263,15 @@ async def post_receipt(
         }
     },
 )
-async def post_import(request: Request, deps: Deps, _: Operator) -> ImportReport:
+async def post_import(
+    request: Request, deps: Deps, _: Operator, allow_unknown_product: AllowUnknownProduct = False
+) -> ImportReport:
     """Set stock levels from a streamed CSV with the header `sku,location,quantity` (`text/csv`).
 
     A malformed file changes nothing: **422** lists every bad line (`problems`, each with its `line`).
     Otherwise rows apply, except those below what is reserved, which come back in `rejected` with their
-    line numbers. Up to 1 GiB per request.
+    line numbers. Up to 1 GiB per request. Rows for SKUs that are not in the catalog refuse the whole
+    file (**409** `unknown-product`, every such line in `problems`) unless `allow_unknown_product=true`.
     """
     content_type = request.headers.get("content-type", "")
     media_type, _sep, parameters = content_type.partition(";")
@@ -218,5 +283,5 @@ async def post_import(request: Request, deps: Deps, _: Operator) -> ImportReport
         async for chunk in request.stream():
             spool.write(chunk)
         spool.seek(0)
-        result = await import_stock(deps.databases, spool)
+        result = await import_stock(deps.databases, spool, check_catalog=not allow_unknown_product)
     return ImportReport.of(result)

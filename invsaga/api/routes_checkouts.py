@@ -161,9 +161,13 @@ async def post_cancel(
     _: Service,
     body: Annotated[CancelIn | None, Body(openapi_examples=examples.CANCEL_BODIES)] = None,
 ) -> CancelAccepted:
-    """Ask the checkout to stop: it releases its stock and refunds any charge, then ends CANCELLED.
+    """Ask the checkout to stop: it releases its stock and refunds any charge, then ends CANCELLED, with
+    the `reason` as its `detail`.
 
-    **409** `too-late-to-cancel` once it is confirming or over. Cancelling twice is harmless.
+    Cancelling twice is harmless: a repeated cancel of a checkout that is cancelled (or being cancelled)
+    answers **202** as the first one did. **409** `too-late-to-cancel` once it is confirming, or ended
+    otherwise (confirmed or rejected).
     """
     reason = (body or CancelIn()).reason
-    return await cancel_checkout(deps.checkouts, order_id, reason)
+    accepted = await cancel_checkout(deps.checkouts, order_id, reason)
+    return accepted.model_copy(update={"reason": reason})

@@ -15,7 +15,7 @@ from invsaga.domain.checkout import (
     RejectReason,
     ReservationView,
 )
-from invsaga.domain.stock import Shortage
+from invsaga.domain.stock import Shortage, StockLevel
 from invsaga.store.orders import order_exists
 from invsaga.store.sold_out import SoldOutHint
 from invsaga.store.stock import StockStore
@@ -41,7 +41,7 @@ class SoldOutScreen:
             if refusal is not None:
                 return refusal
         return await self.checkouts.start(
-            request, on_decision=lambda view: self._learn(view.shortages, tokens)
+            request, on_decision=lambda view: self._learn(request, view.shortages, tokens)
         )
 
     async def refusal(self, request: CheckoutRequest) -> ReservationView | None:
@@ -60,7 +60,7 @@ class SoldOutScreen:
         if refusal is None:
             tokens = {line.sku: self.hint.token(line.sku) for line in request.lines}
             short = await self._short_lines(request)
-            self._learn(short, tokens)
+            self._learn(request, short, tokens)
             refusal = _sold_out_view(request, short) if short else None
         if refusal is None or await order_exists(self.stock.databases.core_autocommit, request.order_id):
             return None
@@ -69,30 +69,58 @@ class SoldOutScreen:
     def hinted_refusal(self, request: CheckoutRequest) -> ReservationView | None:
         """The sold-out answer if the hint says a line is gone. From memory, so it may only be given to
         a request known to be new (see ``refusal``)."""
-        short = [_nothing_left(line) for line in request.lines if self.hint.sold_out(line.sku, line.location)]
+        short = [
+            Shortage(
+                sku=line.sku,
+                location=line.location or self.hint.named_location(line.sku),
+                requested=line.quantity,
+                available=0,
+            )
+            for line in request.lines
+            if self.hint.sold_out(line.sku, line.location)
+        ]
         return _sold_out_view(request, short) if short else None
 
-    def _learn(self, shortages: list[Shortage], tokens: dict[str, tuple[int, int]]) -> None:
-        """Mark the lines the database just reported as having nothing left."""
+    def _learn(
+        self, request: CheckoutRequest, shortages: list[Shortage], tokens: dict[str, tuple[int, int]]
+    ) -> None:
+        """Mark the lines the database just reported as having nothing left. A line without a location
+        is short by its SKU's total over every location (it is the SKU's only line), so its zero marks
+        the SKU as gone everywhere; a location it names is the SKU's only one."""
+        allocated = {line.sku for line in request.lines if line.location is None}
         for shortage in shortages:
             if shortage.available == 0 and shortage.sku in tokens:
-                self.hint.mark_sold_out(shortage.sku, shortage.location, tokens[shortage.sku])
+                token = tokens[shortage.sku]
+                if shortage.sku in allocated:
+                    self.hint.mark_sold_out(shortage.sku, None, token, named=shortage.location)
+                # Named, it is the line's location, or the only one the SKU has: empty either way.
+                if shortage.location is not None:
+                    self.hint.mark_sold_out(shortage.sku, shortage.location, token)
 
     async def _short_lines(self, request: CheckoutRequest) -> list[Shortage]:
         """Lines the database says it cannot fill right now, read without taking any lock."""
         levels = await self.stock.get_many([line.sku for line in request.lines])
-        available = {
-            (level.sku, level.location): level.available for rows in levels.values() for level in rows
-        }
+        available: dict[tuple[str, str | None], int] = {}
+        for rows in levels.values():
+            for level in rows:
+                available[(level.sku, level.location)] = level.available
+                # What a line without a location can have: the sum over the SKU's locations, read in
+                # one snapshot per shard, like the reserve's own answer.
+                available[(level.sku, None)] = available.get((level.sku, None), 0) + level.available
         return [
-            Shortage(sku=line.sku, location=line.location, requested=line.quantity, available=free)
+            Shortage(sku=line.sku, location=_where(line, levels), requested=line.quantity, available=free)
             for line in request.lines
             if (free := available.get((line.sku, line.location))) is not None and free < line.quantity
         ]
 
 
-def _nothing_left(line: CheckoutLine) -> Shortage:
-    return Shortage(sku=line.sku, location=line.location, requested=line.quantity, available=0)
+def _where(line: CheckoutLine, levels: dict[str, list[StockLevel]]) -> str | None:
+    """The location a shortage names: the line's; for a line without one, the SKU's only location
+    when it has just one (as the reserve reports it), else None."""
+    if line.location is not None:
+        return line.location
+    rows = levels.get(line.sku, [])
+    return rows[0].location if len(rows) == 1 else None
 
 
 def _sold_out_view(request: CheckoutRequest, shortages: list[Shortage]) -> ReservationView:

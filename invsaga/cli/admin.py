@@ -34,6 +34,9 @@ _QUANTITY_ARGS = {"ignore_unknown_options": True}
 JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
 SkuArgument = typer.Argument(metavar="SKU", help="The SKU code.")
 LocationOption = typer.Option(DEFAULT_LOCATION, "--location", "-l", help="Stock location.")
+AllowUnknownProductOption = typer.Option(
+    False, "--allow-unknown-product", help="Accept stock for SKUs that are not in the catalog."
+)
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 stock_app = typer.Typer(help="Read and change stock levels.", no_args_is_help=True)
@@ -139,6 +142,7 @@ async def _set(sku: str, quantity: int, location: str, expected_version: int | N
             expected_version=expected_version,
             idempotency_key=adhoc_key("cli", uuid.uuid4()),
             reference="cli stock set",
+            check_catalog=True,
         )
 
 
@@ -159,13 +163,18 @@ def set_command(
     _print_levels(sku, [level], as_json)
 
 
-async def _receive(sku: str, quantity: int, location: str, key: str) -> StockLevel:
+async def _receive(sku: str, quantity: int, location: str, key: str, allow_unknown: bool) -> StockLevel:
     SKU_RULE.require(sku)
     LOCATION_RULE.require(location)
     check_quantity(quantity, minimum=1)
     async with _opened_databases() as databases:
         return await StockStore(databases).receive(
-            sku, location, quantity, idempotency_key=key, reference="cli stock receive"
+            sku,
+            location,
+            quantity,
+            idempotency_key=key,
+            reference="cli stock receive",
+            check_catalog=not allow_unknown,
         )
 
 
@@ -175,15 +184,16 @@ def receive_command(
     qty: int = typer.Argument(metavar="QTY", help="Units received, more than 0."),
     location: str = LocationOption,
     key: str | None = typer.Option(None, "--key", help="Idempotency key; the same key adds the units once."),
+    allow_unknown_product: bool = AllowUnknownProductOption,
     as_json: bool = JsonOption,
 ) -> None:
-    level = run(_receive(sku, qty, location, key or str(uuid.uuid4())))
+    level = run(_receive(sku, qty, location, key or str(uuid.uuid4()), allow_unknown_product))
     _print_levels(sku, [level], as_json)
 
 
-async def _import(path: Path, on_progress: Callable[[int], None]) -> ImportResult:
+async def _import(path: Path, on_progress: Callable[[int], None], allow_unknown: bool) -> ImportResult:
     async with _opened_databases() as databases:
-        return await import_stock(databases, path, on_progress=on_progress)
+        return await import_stock(databases, path, on_progress=on_progress, check_catalog=not allow_unknown)
 
 
 def _count_data_rows(path: Path) -> int | None:
@@ -199,6 +209,7 @@ def _count_data_rows(path: Path) -> int | None:
 @stock_app.command("import", help="Set stock from a CSV with header sku,location,quantity.")
 def import_command(
     file: Path = typer.Argument(metavar="FILE.csv", help="CSV with header sku,location,quantity."),
+    allow_unknown_product: bool = AllowUnknownProductOption,
     as_json: bool = JsonOption,
 ) -> None:
     console = Console(stderr=True)
@@ -213,7 +224,7 @@ def import_command(
     )
     with progress:
         task = progress.add_task("import", total=None if progress.disable else _count_data_rows(file))
-        result = run(_import(file, lambda rows: progress.update(task, completed=rows)))
+        result = run(_import(file, lambda rows: progress.update(task, completed=rows), allow_unknown_product))
     if as_json:
         _print_json(result.model_dump())
     else:
@@ -245,6 +256,13 @@ def audit_command(as_json: bool = JsonOption) -> None:
             print(
                 f"invariant {v.invariant} violated on shard {v.shard}: sku {v.sku} at {v.location}: "
                 f"{numbers} ({v.rule})"
+            )
+        unknown = report.unknown_products
+        if unknown.skus:
+            more = " ..." if unknown.skus > len(unknown.sample) else ""
+            print(
+                f"finding: {unknown.stock_rows} stock row(s) of {unknown.skus} sku(s) have no product in the "
+                f"catalog (not a violation): {', '.join(unknown.sample)}{more}"
             )
         rows = sum(s.stock_rows for s in report.shards)
         verdict = "clean" if report.clean else f"{len(report.violations)} violation(s)"

@@ -17,6 +17,10 @@ T = TypeVar("T")
 EXIT_CODES: dict[type[errors.InventoryError], int] = {
     errors.InvalidInput: 2,
     errors.UnknownSku: 3,
+    errors.UnknownProduct: 3,
+    errors.ProductNotFound: 3,
+    errors.OrderNotFound: 3,
+    errors.ProductExists: 5,
     errors.OutOfStock: 4,
     errors.VersionConflict: 5,
     errors.BelowReserved: 5,

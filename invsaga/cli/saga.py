@@ -34,13 +34,11 @@ _RESULT_EXIT_CODES = {
 
 
 def parse_line(text: str) -> CheckoutLine:
-    """``SKU:QTY`` or ``SKU@LOCATION:QTY``."""
+    """``SKU:QTY`` (allocated across the SKU's locations) or ``SKU@LOCATION:QTY``."""
     match = _LINE.match(text)
     if not match:
         raise InvalidInput(f"cannot read line {text!r}: write SKU:QTY or SKU@LOCATION:QTY")
-    return CheckoutLine(
-        sku=match["sku"], quantity=int(match["quantity"]), location=match["location"] or "main"
-    )
+    return CheckoutLine(sku=match["sku"], quantity=int(match["quantity"]), location=match["location"] or None)
 
 
 def worker() -> None:
@@ -108,14 +106,33 @@ def checkout(
 def _describe(result: CheckoutResult) -> str:
     parts = [f"order {result.order_id}: {result.status.value}"]
     if result.amount:
-        parts.append(f"amount {result.amount}")
+        parts.append(f"amount {result.amount}{_money_outcome(result)}")
     if result.reason:
         parts.append(f"reason {result.reason.value}")
     if result.detail:
         parts.append(result.detail)
+    if result.status is CheckoutStatus.CONFIRMED:
+        parts.extend(_where_from(result))
     for short in result.shortages:
-        parts.append(f"short {short.sku}@{short.location}: wanted {short.requested}, {short.available} left")
+        where = f"@{short.location}" if short.location else " (all locations)"
+        parts.append(f"short {short.sku}{where}: wanted {short.requested}, {short.available} left")
     return "; ".join(parts)
+
+
+def _where_from(result: CheckoutResult) -> list[str]:
+    """Per SKU, the locations its units came from, e.g. ``MUG: 3 at main + 2 at east``."""
+    by_sku: dict[str, list[str]] = {}
+    for piece in result.allocations:
+        by_sku.setdefault(piece.sku, []).append(f"{piece.quantity} at {piece.location}")
+    return [f"{sku}: {' + '.join(pieces)}" for sku, pieces in by_sku.items()]
+
+
+def _money_outcome(result: CheckoutResult) -> str:
+    """An order that did not go through names its amount, but must not read as if it was paid."""
+    if result.status is CheckoutStatus.CONFIRMED:
+        return ""
+    # A charge taken before the checkout failed is refunded by its compensation before it ends.
+    return ", refunded" if result.charge_id else ", not charged"
 
 
 def mount(app: typer.Typer) -> None:

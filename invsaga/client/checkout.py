@@ -19,6 +19,7 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
 )
@@ -185,6 +186,23 @@ class CheckoutClient:
             return await self.handle(order_id).describe()
 
     async def cancel(self, order_id: str, reason: str = "cancelled by request") -> CancelResult:
+        """Ask the checkout to stop. Cancelling twice is harmless: a checkout that a cancel already
+        ended (or is ending) answers as the first cancel did; CancelRefused means it ended otherwise."""
+        try:
+            return await self._request_cancel(order_id, reason)
+        except CancelRefused:
+            if await self._cancelled_or_cancelling(order_id):
+                return CancelResult(order_id=order_id, accepted=True, status=CheckoutStatus.CANCELLED)
+            raise
+
+    async def _cancelled_or_cancelling(self, order_id: str) -> bool:
+        description = await self.describe(order_id)
+        if description.status is not None and description.status != WorkflowExecutionStatus.RUNNING:
+            return (await self.result(order_id)).status is CheckoutStatus.CANCELLED  # read from history
+        view = await self.status(order_id)
+        return view.status is CheckoutStatus.CANCELLED or (view.cancel_requested and not view.status.terminal)
+
+    async def _request_cancel(self, order_id: str, reason: str) -> CancelResult:
         # The update's validator refuses once it is too late (CancelRefused).
         async with domain_errors(order_id):
             try:

@@ -21,18 +21,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 from invsaga.cli.settings import STACK_FILE
-from invsaga.dev.ports import preferred_port, wait_for_port
+from invsaga.dev.lock import StackLock
+from invsaga.dev.ports import PortPlan, Service, plan_ports, wait_for_port
 from invsaga.dev.postgres import PgFleet, server_os_user, start_fleet
 from invsaga.dev.temporal import TemporalDevServer, start_dev_server
 from invsaga.domain.keys import demo_seed_key
 from invsaga.settings import Settings, load_settings
+from invsaga.store.catalog import Product, upsert_products
 from invsaga.store.databases import Databases, migrate_all
-from invsaga.store.orders import Product, upsert_products
 from invsaga.store.stock import StockStore
 from invsaga.temporal.codec import PayloadKeys, new_key_entry
 
@@ -75,12 +77,48 @@ def dev_payload_keys(data_dir: Path) -> Path:
     return path
 
 
+def dev_services(shards: int, *, ui: bool, codec: bool) -> list[Service]:
+    """The stack's listening services with their default ports, in ``--port-base`` order."""
+    services = [Service("api", "the API", "--api-port", 8000)]
+    if ui:
+        services.append(Service("ui", "the Temporal Web UI", "--ui-port", 8233))
+    services.append(Service("temporal", "Temporal", "--temporal-port", 7233))
+    if codec:
+        services.append(Service("codec", "the codec server", "--codec-port", 8234))
+    services += [
+        Service("payments", "the sandbox payment provider", "--payments-port", 8081),
+        Service("metrics", "the worker's metrics", "--metrics-port", 9464),
+        Service(
+            "postgres",
+            "Postgres",
+            "--postgres-port",
+            55439,
+            count=shards + 1,
+            parts=("Postgres (core)", *(f"Postgres (shard {i})" for i in range(shards))),
+        ),
+    ]
+    return services
+
+
 class DevStack:
-    def __init__(self, data_dir: Path, *, shards: int, seed: bool, ui: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        shards: int,
+        seed: bool,
+        ui: bool = True,
+        pinned_ports: Mapping[str, int] | None = None,
+        port_base: int | None = None,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.shard_count = shards
         self.seed = seed
         self.ui = ui
+        self.pinned_ports = dict(pinned_ports or {})
+        self.port_base = port_base
+        self.lock = StackLock(self.data_dir)
+        self.port_plan = PortPlan()
         self.fleet: PgFleet | None = None
         self.temporal: TemporalDevServer | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
@@ -92,28 +130,35 @@ class DevStack:
     # --- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Start everything, or raise StackAlreadyRunning / PortUnavailable having touched nothing."""
+        self.lock.acquire(stack_file=self.data_dir / STACK_FILE)
+        # The codec server lives beside the API (FastAPI): without it the UI shows ciphertext.
+        services = dev_services(self.shard_count, ui=self.ui, codec=_has_api())
+        # Its notes (a default port taken, and the port used instead) are printed with the endpoints.
+        self.port_plan = plan = plan_ports(services, self.pinned_ports, base=self.port_base)
         (self.data_dir / "logs").mkdir(exist_ok=True)
-        ports = [preferred_port(55440 + i) for i in range(self.shard_count)] + [preferred_port(55439)]
+        core_port, *shard_ports = plan.ports["postgres"]
         self.fleet = start_fleet(
-            self.shard_count, base_dir=_pg_base_dir(self.data_dir), fsync=True, ports=ports
+            self.shard_count,
+            base_dir=_pg_base_dir(self.data_dir),
+            fsync=True,
+            ports=[*shard_ports, core_port],
         )
         payments_dsn = self._payments_database()
         self.payload_keys_file = dev_payload_keys(self.data_dir)
-        ui_port = preferred_port(8233) if self.ui else None
-        # The codec server lives beside the API (FastAPI): without it the UI shows ciphertext.
-        codec_port = preferred_port(8234) if _has_api() else None
+        ui_port = plan.port("ui") if self.ui else None
+        codec_port = plan.port("codec") if "codec" in plan.ports else None
         codec_url = f"http://127.0.0.1:{codec_port}" if codec_port else None
         self.temporal = start_dev_server(
             db_file=self.data_dir / "temporal.sqlite",
-            port=preferred_port(7233),
+            port=plan.port("temporal"),
             ui=self.ui,
             ui_port=ui_port,
             log_file=self.data_dir / "logs" / "temporal.log",
             ui_codec_endpoint=codec_url,
         )
-        payments_port = preferred_port(8081)
-        api_port = preferred_port(8000)
+        payments_port = plan.port("payments")
+        api_port = plan.port("api")
         self.env = {
             # A file, not the key itself: stack.json (which hand-run commands read) is not private.
             "INVSAGA_PAYLOAD_KEYS_FILE": str(self.payload_keys_file),
@@ -123,7 +168,7 @@ class DevStack:
             "INVSAGA_PAYMENT_URL": f"http://127.0.0.1:{payments_port}",
             "INVSAGA_TEMPORAL_ADDRESS": self.temporal.address,
             "INVSAGA_API_PORT": str(api_port),
-            "INVSAGA_METRICS_PORT": str(preferred_port(9464)),
+            "INVSAGA_METRICS_PORT": str(plan.port("metrics")),
         }
         if _has_api():
             from invsaga.api.auth import generate_dev_keys
@@ -220,6 +265,9 @@ class DevStack:
         return 0
 
     def stop(self) -> None:
+        """Stop what this stack started; a stack that never got the lock owns nothing to stop."""
+        if not self.lock.held:
+            return
         for child in self.children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -235,6 +283,7 @@ class DevStack:
             self.fleet.stop()
         stack_file = self.data_dir / STACK_FILE
         stack_file.unlink(missing_ok=True)
+        self.lock.release()
 
 
 def _has_api() -> bool:

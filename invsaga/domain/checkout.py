@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from invsaga.domain.stock import (
     MAX_LINES_PER_ORDER,
+    Allocation,
     CustomerId,
     OrderId,
     Shortage,
@@ -42,7 +43,8 @@ class Loose(BaseModel):
 class CheckoutLine(Loose):
     sku: str
     quantity: int
-    location: str = "main"
+    #: None (omitted): the order is allocated over the SKU's locations by the configured strategy.
+    location: str | None = None
 
 
 class CheckoutRequest(Loose):
@@ -62,7 +64,7 @@ class OrderSummary(Loose):
 
     @classmethod
     def of(cls, request: CheckoutRequest) -> OrderSummary:
-        lines = sorted(request.lines, key=lambda ln: (ln.sku, ln.location))
+        lines = sorted(request.lines, key=lambda ln: (ln.sku, ln.location or ""))
         return cls(customer_id=request.customer_id, currency=request.currency, lines=lines)
 
     def conflict_with(self, other: OrderSummary, order_id: str) -> str | None:
@@ -108,6 +110,9 @@ class CheckoutResult(Loose):
     amount_minor: int | None = None
     currency: str | None = None
     charge_id: str | None = None
+    #: Where the order's units were held, one entry per (sku, location): a line without a location may
+    #: be split. Sold once CONFIRMED; released again if the order ended otherwise.
+    allocations: list[Allocation] = []
 
     @property
     def amount(self) -> str | None:
@@ -144,6 +149,8 @@ class ReservationView(Loose):
     reason: RejectReason | None = None
     detail: str | None = None
     shortages: list[Shortage] = []
+    #: Where the held units are, one entry per (sku, location).
+    allocations: list[Allocation] = []
     #: True when the sold-out hint answered: no workflow was started and no row lock was taken.
     fast_path: bool = False
 

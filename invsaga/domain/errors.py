@@ -51,6 +51,24 @@ class OutOfStock(InventoryError):
     code = "out_of_stock"
 
 
+class UnknownProduct(InventoryError):
+    """Stock was offered for a SKU the catalog does not know (add the product first, or allow it)."""
+
+    code = "unknown_product"
+
+
+class ProductNotFound(InventoryError):
+    """The catalog has no product of this SKU."""
+
+    code = "product_not_found"
+
+
+class ProductExists(InventoryError):
+    """A create met a product of the same SKU with other values; change it with its version."""
+
+    code = "product_exists"
+
+
 class VersionConflict(InventoryError):
     """A compare-and-set lost: the caller's expected version is stale."""
 
@@ -104,6 +122,12 @@ class CheckoutNotFound(InventoryError):
     code = "checkout_not_found"
 
 
+class OrderNotFound(InventoryError):
+    """No order with this id in the core database (a checkout records its order before reserving)."""
+
+    code = "order_not_found"
+
+
 class CancelRefused(InventoryError):
     """The checkout is confirming or already over; it can no longer be cancelled."""
 
@@ -120,3 +144,9 @@ class PaymentOutcomeUnknown(PaymentUnavailable):
     """The provider may have acted on the request but no answer came back: look it up by key."""
 
     code = "payment_outcome_unknown"
+
+
+class WebhookNotFound(InventoryError):
+    """No webhook with this id is registered (or it was deleted)."""
+
+    code = "webhook_not_found"

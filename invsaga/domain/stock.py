@@ -33,20 +33,58 @@ class Model(BaseModel):
 class StockLine(Model):
     sku: Sku
     quantity: Quantity
-    location: Location = DEFAULT_LOCATION
+    #: None: the reserve allocates the line over the SKU's locations (``AllocationPolicy``).
+    location: Location | None = DEFAULT_LOCATION
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.sku, self.location)
+        """Sort and identity key; an allocated line sorts before any location of its SKU."""
+        return (self.sku, self.location or "")
 
 
 def check_distinct_lines(lines: list[StockLine]) -> None:
-    """Two lines for one (sku, location) are ambiguous under idempotency; ask callers to merge them."""
+    """Two lines for one (sku, location) are ambiguous under idempotency; ask callers to merge them.
+
+    A line without a location may take units from any location of its SKU, so no other line may name
+    that SKU: the two would compete for the same rows and their pieces would share reservation keys.
+    """
     seen: set[tuple[str, str]] = set()
+    allocated: set[str] = set()
+    named: set[str] = set()
     for line in lines:
+        if line.sku in allocated or (line.location is None and line.sku in named):
+            raise ValueError(
+                f"sku {line.sku!r} has a line without a location and another line: merge them into one"
+            )
         if line.key in seen:
             raise ValueError(f"duplicate line for sku {line.sku!r} at location {line.location!r}")
         seen.add(line.key)
+        (allocated if line.location is None else named).add(line.sku)
+
+
+class AllocationStrategy(StrEnum):
+    """How a line without a location picks its locations."""
+
+    #: The configured locations first, in their order; the others after them, by name.
+    PRIORITY = "priority"
+    #: The location with the most available units first; ties by name.
+    MOST_AVAILABLE = "most_available"
+
+
+class AllocationPolicy(Model):
+    """The rule a reserve applies to lines without a location. A line goes to the first location (in
+    the strategy's order) that can fill it alone, and is split in that order only when none can."""
+
+    strategy: AllocationStrategy = AllocationStrategy.PRIORITY
+    priority: tuple[Location, ...] = (DEFAULT_LOCATION,)
+
+
+class Allocation(Model):
+    """Units of one line held (or sold) at one location: one reservation row."""
+
+    sku: str
+    location: str
+    quantity: int
 
 
 class ReserveRequest(Model):
@@ -55,6 +93,7 @@ class ReserveRequest(Model):
     order_id: OrderId
     lines: Annotated[list[StockLine], Field(min_length=1, max_length=MAX_LINES_PER_ORDER)]
     ttl_seconds: Annotated[int, Field(gt=0, le=7 * 24 * 3600)] = 900
+    allocation: AllocationPolicy = AllocationPolicy()
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:
@@ -71,7 +110,8 @@ class HoldState(StrEnum):
 
 class Shortage(Model):
     sku: str
-    location: str
+    #: None for a line without a location over a SKU stocked at several: ``available`` is their sum.
+    location: str | None
     requested: int
     available: int
 
@@ -90,6 +130,9 @@ class ReserveOutcome(Model):
     unknown_skus: list[str] = []
     #: True when this answer replays an earlier call rather than changing stock now.
     replayed: bool = False
+    #: Where the held units are, one entry per reservation row (sku, location): a line without a
+    #: location may be split. Empty when nothing was held, and in answers recorded before allocation.
+    allocations: list[Allocation] = []
 
     @property
     def held(self) -> bool:

@@ -2,6 +2,11 @@
 
 The audit is read-only and safe against live shards: a REPEATABLE READ transaction means a checkout
 committing mid-audit cannot make a clean shard look broken.
+
+It also reports stock rows whose SKU has no product in the catalog. That is a finding, not a violation:
+an operator may let such stock in on purpose (``--allow-unknown-product``), and a checkout refuses the
+SKU anyway. To stay cheap at millions of rows, each shard streams its distinct SKUs off the primary key
+in batches and checks each batch against the core database in one query.
 """
 
 from __future__ import annotations
@@ -9,11 +14,22 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pydantic import BaseModel
-from sqlalchemy import text
+from pydantic import BaseModel, Field
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import Text
 
+from invsaga.store.catalog import CHECK_BATCH, missing_products
 from invsaga.store.databases import Databases, shard_label, unavailable_as
+
+#: How many SKUs without a product the report names; the counts are always exact.
+SAMPLE_SKUS = 20
+
+_DISTINCT_SKUS = text("SELECT DISTINCT sku FROM stock_levels ORDER BY sku")
+_ROWS_OF = text("SELECT count(*) FROM stock_levels WHERE sku = ANY (:skus)").bindparams(
+    bindparam("skus", type_=ARRAY(Text))
+)
 
 # Each check returns the offending (sku, location) rows with the numbers that disagree.
 _CHECKS: list[tuple[int, str, str]] = [
@@ -85,16 +101,28 @@ class ShardSummary(BaseModel):
     units_reserved: int
 
 
+class UnknownProducts(BaseModel):
+    """Stock rows whose SKU is not in the catalog: reported, never a violation."""
+
+    stock_rows: int = 0
+    skus: int = 0
+    #: Up to ``SAMPLE_SKUS`` of them, in SKU order per shard.
+    sample: list[str] = []
+
+
 class AuditReport(BaseModel):
     shards: list[ShardSummary]
     violations: list[Violation]
+    unknown_products: UnknownProducts = Field(default_factory=UnknownProducts)
 
     @property
     def clean(self) -> bool:
         return not self.violations
 
 
-async def _audit_shard(index: int, engine: AsyncEngine) -> tuple[ShardSummary, list[Violation]]:
+async def _audit_shard(
+    index: int, engine: AsyncEngine, core: AsyncEngine
+) -> tuple[ShardSummary, list[Violation], UnknownProducts]:
     async with unavailable_as(shard_label(index)), engine.connect() as conn:
         await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
@@ -104,7 +132,20 @@ async def _audit_shard(index: int, engine: AsyncEngine) -> tuple[ShardSummary, l
             for invariant, rule, sql in _CHECKS:
                 for row in (await conn.execute(text(sql))).mappings():
                     violations.append(_violation(invariant, rule, index, row))
-    return summary, violations
+            unknown = await _unknown_products(conn, core)
+    return summary, violations, unknown
+
+
+async def _unknown_products(conn: AsyncConnection, core: AsyncEngine) -> UnknownProducts:
+    found = UnknownProducts()
+    skus = await conn.stream_scalars(_DISTINCT_SKUS)
+    async for batch in skus.partitions(CHECK_BATCH):
+        missing = await missing_products(core, list(batch))
+        if missing:
+            found.skus += len(missing)
+            found.stock_rows += int(await conn.scalar(_ROWS_OF, {"skus": missing}) or 0)
+            found.sample += missing[: SAMPLE_SKUS - len(found.sample)]
+    return found
 
 
 async def _summary(conn: AsyncConnection, index: int) -> ShardSummary:
@@ -135,8 +176,15 @@ def _violation(invariant: int, rule: str, shard: int, row: Any) -> Violation:
 
 
 async def audit(databases: Databases) -> AuditReport:
-    results = await asyncio.gather(*(_audit_shard(i, e) for i, e in enumerate(databases.shards)))
+    core = databases.core_autocommit
+    results = await asyncio.gather(*(_audit_shard(i, e, core) for i, e in enumerate(databases.shards)))
+    unknown = [found for _, _, found in results]
     return AuditReport(
-        shards=[summary for summary, _ in results],
-        violations=[v for _, found in results for v in found],
+        shards=[summary for summary, _, _ in results],
+        violations=[v for _, found, _ in results for v in found],
+        unknown_products=UnknownProducts(
+            stock_rows=sum(u.stock_rows for u in unknown),
+            skus=sum(u.skus for u in unknown),
+            sample=sorted(sku for u in unknown for sku in u.sample)[:SAMPLE_SKUS],
+        ),
     )

@@ -2,7 +2,9 @@
 
 Each row sets ``on_hand`` of one (sku, location), creating the row if needed. Bad input changes nothing:
 the whole file is validated (in Python while streaming, duplicates in SQL) before any shard applies a
-row. Rows that would drop below ``reserved`` are rejected one by one and the rest apply.
+row. Rows that would drop below ``reserved`` are rejected one by one and the rest apply. With
+``check_catalog`` a row whose SKU is not in the catalog is bad input too: each shard streams its staged
+SKUs, distinct and sorted, to the core database in batches (one query per batch, not per row).
 
 Per shard there is one transaction: rows stream into a temporary table with binary COPY, the existing
 target rows are locked in key order (the store's global lock order), then one upsert and one ledger
@@ -22,11 +24,14 @@ from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+from sqlalchemy.types import Text
 
-from invsaga.domain.errors import InvalidInput, VersionConflict
+from invsaga.domain.errors import InvalidInput, UnknownProduct, VersionConflict
 from invsaga.domain.keys import import_key
+from invsaga.store.catalog import CHECK_BATCH, missing_products
 from invsaga.store.databases import Databases, shard_label, unavailable_as
 from invsaga.store.ledger import key_sql, record_movements
 from invsaga.store.stock_csv import MAX_REPORTED_PROBLEMS, CsvRows, RejectedRow, RowProblem, StagedRow
@@ -62,6 +67,16 @@ _CREATE_STAGING = text(
 
 # Sorting and hashing a few hundred thousand keys should not spill to disk.
 _SESSION_TUNING = text("SET LOCAL work_mem = '64MB'")
+
+_DISTINCT_SKUS = text(f"SELECT DISTINCT sku FROM {STAGING_TABLE} ORDER BY sku")
+
+_LINES_OF = text(
+    f"SELECT line, sku FROM {STAGING_TABLE} WHERE sku = ANY (:skus) ORDER BY line LIMIT :limit"
+).bindparams(bindparam("skus", type_=ARRAY(Text)))
+
+_COUNT_LINES_OF = text(f"SELECT count(*) FROM {STAGING_TABLE} WHERE sku = ANY (:skus)").bindparams(
+    bindparam("skus", type_=ARRAY(Text))
+)
 
 _DUPLICATES = text(
     f"SELECT sku, location, array_agg(line ORDER BY line) AS lines FROM {STAGING_TABLE}"
@@ -168,6 +183,27 @@ class _ShardLoad:
             for line in g.lines[1:]
         ]
 
+    async def unknown_products(self, core: AsyncEngine) -> tuple[list[RowProblem], int]:
+        """Lines whose SKU is not in the catalog (up to the report's limit) and how many there are.
+
+        The staged SKUs stream out distinct and sorted, and are checked against the core a batch at a
+        time, so a file of millions of rows costs a few queries, not one per row.
+        """
+        if not self.rows:
+            return [], 0
+        missing: list[str] = []
+        async with unavailable_as(shard_label(self.index)):
+            skus = await self.conn.stream_scalars(_DISTINCT_SKUS)
+            async for batch in skus.partitions(CHECK_BATCH):
+                missing += await missing_products(core, list(batch))
+            if not missing:
+                return [], 0
+            params = {"skus": missing, "limit": MAX_REPORTED_PROBLEMS}
+            rows = (await self.conn.execute(_LINES_OF, params)).all()
+            total = int(await self.conn.scalar(_COUNT_LINES_OF, {"skus": missing}) or 0)
+        problems = [RowProblem(line=r.line, reason=f"sku {r.sku!r} is not in the catalog") for r in rows]
+        return problems, total
+
     async def apply(self, batch_id: str) -> None:
         """Lock, upsert and write the ledger, retrying when a row planned as new was created meanwhile."""
         if not self.rows:
@@ -217,6 +253,17 @@ def _refusal(problems: list[RowProblem], total: int) -> InvalidInput:
     )
 
 
+def _unknown_refusal(problems: list[RowProblem], total: int) -> UnknownProduct:
+    shown = "; ".join(f"line {p.line}: {p.reason}" for p in problems[:5])
+    more = f" (and {total - 5} more)" if total > 5 else ""
+    return UnknownProduct(
+        f"import refused, nothing was changed: {total} row(s) for skus not in the catalog: {shown}{more}; "
+        "add the products first, or allow unknown products",
+        problems=[p.model_dump() for p in problems],
+        problem_count=total,
+    )
+
+
 def _open_csv(path: Path) -> IO[bytes]:
     try:
         return path.open("rb")
@@ -230,11 +277,13 @@ async def import_stock(
     *,
     on_progress: ProgressCallback | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    check_catalog: bool = False,
 ) -> ImportResult:
     """Set stock levels from CSV (``sku,location,quantity``) on every shard; see the module docstring.
 
     ``source`` is a path or an iterable of lines, as text or UTF-8 bytes. ``on_progress``
-    is called with the number of data rows read so far after each chunk.
+    is called with the number of data rows read so far after each chunk. With ``check_catalog`` every
+    row whose SKU is not in the catalog is refused by line (``UnknownProduct``) and nothing applies.
     """
     started = time.perf_counter()
     batch_id = uuid.uuid4().hex
@@ -250,8 +299,21 @@ async def import_stock(
         for found in duplicates:
             for problem in found:
                 rows.problem(problem.line, problem.reason)
+        unknown: list[RowProblem] = []
+        unknown_count = 0
+        if check_catalog:
+            core = databases.core_autocommit
+            for found_unknown, count in await _on_every_shard(load.unknown_products(core) for load in loads):
+                unknown += found_unknown
+                unknown_count += count
+            unknown.sort(key=lambda p: p.line)
         if rows.problem_count:
+            for problem in unknown:
+                rows.problem(problem.line, problem.reason)
+            rows.problem_count += unknown_count - len(unknown)
             raise _refusal(sorted(rows.problems, key=lambda p: p.line), rows.problem_count)
+        if unknown_count:
+            raise _unknown_refusal(unknown[:MAX_REPORTED_PROBLEMS], unknown_count)
         await _on_every_shard(load.apply(batch_id) for load in loads)
         await _on_every_shard(load.commit() for load in loads)
     return ImportResult(

@@ -4,6 +4,7 @@ connection into ``ShardUnavailable``."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from invsaga.domain.errors import ConfigurationError, ShardUnavailable
 from invsaga.settings import Settings
 from invsaga.store.migrations import MigrationResult, check_schema, migrate
 from invsaga.store.routing import ShardRouter, load_router
+
+log = logging.getLogger("invsaga.store")
 
 _CONNECTION_ERRORS = (
     OSError,
@@ -92,7 +95,7 @@ class Databases:
                     await check_schema(core, "core", label="core database")
                 router = await load_router(core, len(shards))
             if check:
-                await asyncio.gather(*(verify_shard(engine, index) for index, engine in enumerate(shards)))
+                await _verify_reachable_shards(shards)
         except BaseException:
             await asyncio.gather(*(e.dispose() for e in [core, *shards]))
             raise
@@ -100,6 +103,24 @@ class Databases:
 
     async def close(self) -> None:
         await asyncio.gather(*(engine.dispose() for engine in [self.core, *self.shards]))
+
+
+async def _verify_reachable_shards(shards: list[AsyncEngine]) -> None:
+    """Check every shard that answers. One that does not is logged, not fatal: each read or change
+    routes to one shard, so the SKUs on the others keep working, and the down shard's own operations
+    answer ShardUnavailable when they reach it. A shard that answers wrongly (another shard's data, an
+    old schema) still stops the process, since it would answer with wrong data."""
+    outcomes = await asyncio.gather(
+        *(verify_shard(engine, index) for index, engine in enumerate(shards)), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, ShardUnavailable):
+            raise outcome
+    for outcome in outcomes:
+        if isinstance(outcome, ShardUnavailable):
+            # Info, not warning: a CLI read of a healthy shard's SKU must not print it (readiness
+            # reports the shard down; its own operations say so when they reach it).
+            log.info("%s; carrying on with the other shards (not schema-checked: it did not answer)", outcome)
 
 
 async def verify_shard(engine: AsyncEngine, index: int) -> None:

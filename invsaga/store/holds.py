@@ -14,14 +14,8 @@ from sqlalchemy.types import Integer, Text
 
 from invsaga.domain.errors import ReservationClosed, ShardUnavailable
 from invsaga.domain.keys import HoldMovement, hold_movement_key
-from invsaga.domain.stock import (
-    HoldState,
-    ReserveOutcome,
-    ReserveRequest,
-    Shortage,
-    StockLine,
-    TransitionOutcome,
-)
+from invsaga.domain.stock import HoldState, ReserveOutcome, ReserveRequest, StockLine, TransitionOutcome
+from invsaga.store.allocation import allocation_rule, location_argument, reserve_outcome
 from invsaga.store.databases import shard_label, unavailable_as
 from invsaga.store.ledger import key_sql, record_movements
 from invsaga.store.sharded import ShardedStore
@@ -40,11 +34,14 @@ _RESERVE = text(
 )
 
 # Locks the stock rows an order holds, plus the rows named by the caller (a reserve of the same
-# order may still be in flight there), in key order.
+# order may still be in flight there; for a line without a location, every row of its SKU, as that
+# reserve locks them), in key order.
 _LOCK_ORDER_ROWS = text(
     "SELECT s.sku, s.location FROM stock_levels s WHERE (s.sku, s.location) IN ("
     "  SELECT r.sku, r.location FROM reservations r WHERE r.order_id = :order_id AND r.state = 'held'"
-    "  UNION SELECT u.s, u.l FROM unnest(:skus, :locations) AS u(s, l))"
+    "  UNION SELECT u.s, u.l FROM unnest(:skus, :locations) AS u(s, l) WHERE u.l IS NOT NULL"
+    "  UNION SELECT a.sku, a.location FROM stock_levels a"
+    "   JOIN unnest(:skus, :locations) AS u(s, l) ON a.sku = u.s AND u.l IS NULL)"
     " ORDER BY s.sku, s.location FOR UPDATE"
 ).bindparams(bindparam("skus", type_=ARRAY(Text)), bindparam("locations", type_=ARRAY(Text)))
 
@@ -117,10 +114,19 @@ _RELEASE = text(
         fence="""
     , fence AS (
         -- Releasing before the reserve landed leaves released rows behind, so a late reserve of
-        -- this order replays "released" instead of stranding a hold.
+        -- this order replays "released" instead of stranding a hold. A line without a location is
+        -- fenced at its SKU's first location, and only if the order has no row here at all: one row
+        -- is enough to make the reserve replay, and more would invent pieces it never had.
         INSERT INTO reservations (order_id, sku, location, quantity, state, expires_at)
         SELECT :order_id, u.s, u.l, u.q, 'released', now()
           FROM unnest(:skus, :locations, :quantities) AS u(s, l, q)
+         WHERE u.l IS NOT NULL
+        UNION ALL
+        SELECT :order_id, u.s, min(a.location), u.q, 'released', now()
+          FROM unnest(:skus, :locations, :quantities) AS u(s, l, q)
+          JOIN stock_levels a ON a.sku = u.s
+         WHERE u.l IS NULL AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.order_id = :order_id)
+         GROUP BY u.s, u.q
         ON CONFLICT (order_id, sku, location) DO NOTHING
     )""",
     )
@@ -194,10 +200,11 @@ class HoldStore(ShardedStore):
         for index, request in enumerate(unique.values(), start=1):
             params["orders"].append(request.order_id)
             params["ttls"].append(request.ttl_seconds)
+            rule = allocation_rule(request.allocation)
             for line in sorted(request.lines, key=lambda ln: ln.key):
                 params["line_req"].append(index)
                 params["skus"].append(line.sku)
-                params["locations"].append(line.location)
+                params["locations"].append(location_argument(line, rule))
                 params["quantities"].append(line.quantity)
         # One statement is its own transaction (the function locks, allocates and writes), so autocommit
         # saves the BEGIN and COMMIT round trips; begin() keeps it a transaction on any other engine.
@@ -207,8 +214,7 @@ class HoldStore(ShardedStore):
         for row in rows:
             by_request.setdefault(row.o_req, []).append(row)
         first = {
-            order_id: _outcome(request, by_request[i])
-            for i, (order_id, request) in enumerate(unique.items(), start=1)
+            order_id: reserve_outcome(order_id, by_request[i]) for i, order_id in enumerate(unique, start=1)
         }
         outcomes = []
         answered: set[str] = set()
@@ -235,6 +241,8 @@ class HoldStore(ShardedStore):
 
         A checkout pins before it charges. Refused (``ReservationClosed``, nothing changed) when any of
         ``lines`` is not held any more, so a buyer is never charged for units that were already freed.
+        Pass the pieces the reserve allocated (``ReserveOutcome.allocations``), so that a piece missing
+        is seen; a line without a location counts as at least one piece.
         """
         params = self._order_params(shard, order_id, lines)
         moved, states = await self._move_holds(shard, _PIN, params, whole=True, lines=len(lines))
@@ -357,27 +365,4 @@ def _closed(order_id: str, shard: int, wanted: str, states: dict[str, int]) -> R
         shard=shard,
         state=_summary(states),
         lines=states,
-    )
-
-
-def _outcome(request: ReserveRequest, rows: list[Any]) -> ReserveOutcome:
-    state = rows[0].o_state
-    if state == "short":
-        return ReserveOutcome(
-            order_id=request.order_id,
-            state=None,
-            shortages=[
-                Shortage(
-                    sku=r.o_sku,
-                    location=r.o_location,
-                    requested=r.o_requested,
-                    available=max(0, r.o_available or 0),
-                )
-                for r in rows
-                if r.o_available is None or r.o_available < r.o_requested
-            ],
-            unknown_skus=[r.o_sku for r in rows if r.o_available is None],
-        )
-    return ReserveOutcome(
-        order_id=request.order_id, state=HoldState(state), replayed=bool(rows[0].o_replayed)
     )

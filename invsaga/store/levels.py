@@ -16,11 +16,13 @@ from invsaga.domain.errors import (
     BelowReserved,
     IdempotencyKeyConflict,
     InvalidInput,
+    ShardUnavailable,
     UnknownSku,
     VersionConflict,
 )
 from invsaga.domain.keys import adjustment_key, receipt_key
 from invsaga.domain.stock import StockLevel
+from invsaga.store.catalog import require_products
 from invsaga.store.databases import shard_label, unavailable_as
 from invsaga.store.ledger import record_movements
 from invsaga.store.sharded import ShardedStore
@@ -149,13 +151,19 @@ class LevelStore(ShardedStore):
         *,
         idempotency_key: str,
         reference: str = "receipt",
+        check_catalog: bool = False,
     ) -> StockLevel:
         """Add received units. The same key twice adds them once.
 
         The key is scoped to the sku and location, so one purchase order's key can receive each of its
         lines; the same key with another quantity is refused, since replaying it would hide the mismatch.
+        With ``check_catalog`` a SKU that is not in the catalog is refused (``UnknownProduct``): the
+        operator entrypoints ask for it unless told to allow unknown products; seeding and tests of the
+        stock mechanics leave it off.
         """
         check_quantity(quantity, minimum=1)
+        if check_catalog:
+            await require_products(self.databases.core_autocommit, [sku])
         shard = self.router.shard_of(sku)
         key = receipt_key(sku, location, idempotency_key)
         params = {"sku": sku, "location": location, "quantity": quantity, "reference": reference, "key": key}
@@ -195,9 +203,16 @@ class LevelStore(ShardedStore):
         expected_version: int,
         idempotency_key: str,
         reference: str = "adjustment",
+        check_catalog: bool = False,
     ) -> StockLevel:
-        """Set on_hand if the row is still at ``expected_version`` (0: the row must not exist)."""
+        """Set on_hand if the row is still at ``expected_version`` (0: the row must not exist).
+
+        Creating a row brings stock in like a receipt, so ``check_catalog`` refuses it for a SKU that
+        is not in the catalog; setting a row that exists is never refused for that.
+        """
         check_quantity(quantity, minimum=0)
+        if check_catalog and expected_version == 0:
+            await require_products(self.databases.core_autocommit, [sku])
         shard = self.router.shard_of(sku)
         params = {
             "sku": sku,
@@ -230,7 +245,17 @@ class LevelStore(ShardedStore):
         return levels
 
     async def get_many(self, skus: Sequence[str]) -> dict[str, list[StockLevel]]:
-        """Read many SKUs, one query per shard, all shards concurrently."""
+        """Read many SKUs, one query per shard, all shards concurrently; any shard down fails it."""
+        levels, unavailable = await self.get_many_reachable(skus)
+        if unavailable:
+            raise unavailable[0]
+        return levels
+
+    async def get_many_reachable(
+        self, skus: Sequence[str]
+    ) -> tuple[dict[str, list[StockLevel]], list[ShardUnavailable]]:
+        """Like ``get_many``, but a shard that is down costs only its own SKUs: the levels read from
+        the shards that answered, and one ShardUnavailable (naming its ``skus``) per shard that did not."""
         groups = self.router.group_skus(dict.fromkeys(skus))
 
         async def read(shard: int, shard_skus: list[str]) -> list[StockLevel]:
@@ -238,12 +263,21 @@ class LevelStore(ShardedStore):
                 rows = (await conn.execute(_LEVELS, {"skus": shard_skus})).all()
             return [_level(r) for r in rows]
 
-        results = await asyncio.gather(*(read(s, group) for s, group in groups.items()))
+        results = await asyncio.gather(
+            *(read(s, group) for s, group in groups.items()), return_exceptions=True
+        )
         levels: dict[str, list[StockLevel]] = {}
-        for batch in results:
+        unavailable: list[ShardUnavailable] = []
+        for (shard, shard_skus), batch in zip(groups.items(), results, strict=True):
+            if isinstance(batch, ShardUnavailable):
+                batch.details.update(shard=shard, skus=shard_skus)
+                unavailable.append(batch)
+                continue
+            if isinstance(batch, BaseException):
+                raise batch
             for level in batch:
                 levels.setdefault(level.sku, []).append(level)
-        return levels
+        return levels, unavailable
 
 
 def _adjust_failure(sku: str, location: str, quantity: int, expected: int, current: Any) -> Exception:

@@ -1,4 +1,4 @@
-"""Catalog and orders in the core database: prices are read here, and an order's status only moves on.
+"""Orders in the core database: prices are read from the catalog here, and an order's status only moves on.
 
 The amount charged is computed from catalog prices once, when the order is first prepared, and
 recorded on the order row, so a retried or replayed checkout charges exactly what it first computed.
@@ -13,14 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import Text
 
 from invsaga.domain.errors import InvalidInput
 from invsaga.domain.stock import StockLine
 from invsaga.store.databases import unavailable_as
-from invsaga.store.tables import products
 
 # Terminal statuses share the top rank: once there, an order never moves again.
 STATUS_RANK = {"pending": 0, "reserved": 1, "paid": 2, "confirmed": 3, "rejected": 3, "cancelled": 3}
@@ -53,37 +52,12 @@ _ADVANCE = text(
 )
 
 
-class Product(BaseModel):
-    sku: str
-    name: str
-    price: Decimal
-    currency: str = "USD"
-    active: bool = True
-
-
 class PricedOrder(BaseModel):
     order_id: str
     customer_id: str
     amount_minor: int
     currency: str
     status: str
-
-
-async def upsert_products(core: AsyncEngine, items: Sequence[Product]) -> None:
-    if not items:
-        return
-    statement = insert(products)
-    statement = statement.on_conflict_do_update(
-        index_elements=[products.c.sku],
-        set_={
-            "name": statement.excluded.name,
-            "price": statement.excluded.price,
-            "currency": statement.excluded.currency,
-            "active": statement.excluded.active,
-        },
-    )
-    async with unavailable_as("core database"), core.begin() as conn:
-        await conn.execute(statement, [item.model_dump() for item in items])
 
 
 def _to_minor(amount: Decimal) -> int:

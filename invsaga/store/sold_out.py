@@ -7,6 +7,11 @@ or import fire ``stock_available``; see the shard schema). "Available" is never 
 requests always go to the database, so consistency is untouched. A per-SKU generation counter stops
 a slow "sold out" answer from overwriting a newer notification, a maximum age bounds staleness if a
 notification is ever missed, and a lost listener connection clears everything.
+
+Rows are keyed by (sku, location). The location None stands for a line without a location, which may
+take units from any of the SKU's locations: it is marked only when the database said the SKU had
+nothing left at any of them, and a notification for the SKU (stock back at any location) clears it with
+the rest, so a "sold out" for such a line never holds while another location could sell.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ class SoldOutHint:
             url.set(drivername="postgresql").render_as_string(hide_password=False) for url in shard_urls
         ]
         self.max_age = max_age_seconds
-        self._sold_out: dict[tuple[str, str], float] = {}
+        self._sold_out: dict[tuple[str, str | None], float] = {}
+        #: For a (sku, None) mark: the location the database named, when the SKU had only that one.
+        self._named: dict[str, str] = {}
         self._generation: dict[str, int] = {}
         self._epoch = 0  # bumped when everything must be forgotten
         self._connections: list[asyncpg.Connection] = []
@@ -41,7 +48,7 @@ class SoldOutHint:
 
     # --- reading and writing the hint ---------------------------------------------------------
 
-    def sold_out(self, sku: str, location: str) -> bool:
+    def sold_out(self, sku: str, location: str | None) -> bool:
         """True only while the database's last word on the stock row was "nothing left", and since."""
         if self._listening < len(self._dsns):
             return False
@@ -57,10 +64,19 @@ class SoldOutHint:
         """Take before asking the database; pass to ``mark_sold_out`` with its answer."""
         return (self._epoch, self._generation.get(sku, 0))
 
-    def mark_sold_out(self, sku: str, location: str, token: tuple[int, int]) -> None:
-        """Record the database's "zero available", unless stock came back since ``token`` was taken."""
+    def mark_sold_out(
+        self, sku: str, location: str | None, token: tuple[int, int], *, named: str | None = None
+    ) -> None:
+        """Record the database's "zero available", unless stock came back since ``token`` was taken.
+        ``named``: for ``location`` None, the one location the database's answer named, if any."""
         if token == (self._epoch, self._generation.get(sku, 0)):
             self._sold_out[(sku, location)] = time.monotonic()
+            if location is None and named is not None:
+                self._named[sku] = named
+
+    def named_location(self, sku: str) -> str | None:
+        """The location to name in a refusal of a line without one (see ``mark_sold_out``)."""
+        return self._named.get(sku)
 
     def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
         self._available_again(payload)
@@ -75,11 +91,14 @@ class SoldOutHint:
             self._generation[sku] = self._generation.get(sku, 0) + 1
         for key in [key for key in self._sold_out if key[0] in skus]:
             del self._sold_out[key]
+        for sku in skus:
+            self._named.pop(sku, None)
 
     def _forget_all(self) -> None:
         self._epoch += 1
         self._generation.clear()
         self._sold_out.clear()
+        self._named.clear()
 
     # --- listening ---------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ lives in ``invsaga/store/schema/*.sql``; the stock operations are hand-written S
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -35,4 +36,6 @@ products = Table(
     Column("currency", Text, nullable=False),
     Column("active", Boolean, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    #: Bumped by every change that changes something (core_003); the compare-and-set token.
+    Column("version", BigInteger, nullable=False),
 )

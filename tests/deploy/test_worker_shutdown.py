@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -85,8 +86,10 @@ async def worker_process(saga_settings, tmp_path: Path):
     """Start `invsaga worker` on a fresh task queue; yields a factory, kills leftovers at the end."""
     started: list[WorkerProcess] = []
 
-    async def start(task_queue: str) -> WorkerProcess:
-        health_port, metrics_port = free_port(), free_port()
+    async def start(
+        task_queue: str, health_port: int | None = None, metrics_port: int | None = None
+    ) -> WorkerProcess:
+        health_port, metrics_port = health_port or free_port(), metrics_port or free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("INVSAGA_")},
             "INVSAGA_DATA_DIR": str(tmp_path),
@@ -217,3 +220,47 @@ async def _charge_attempts(saga: CheckoutClient, order_id: str) -> list[tuple[in
         else (0, "not finished", 0)
         for event_id in sorted(scheduled)
     ]
+
+
+_FELL_BACK = re.compile(r"(health|metrics) port (\d+) is taken .*?(?:on|serving metrics on) (\d+) instead")
+
+
+async def test_a_second_worker_on_the_same_ports_runs_beside_the_first(
+    worker_process, temporal_client, store, databases, payment_sandbox, clean_shards
+):
+    """Two `invsaga worker`s on one machine with one configuration: the second says which ports it
+    took instead of dying on the metrics port, and both serve checkouts."""
+    task_queue = f"test-two-workers-{uuid.uuid4()}"
+    health_port, metrics_port = free_port(), free_port()
+    first = await worker_process(task_queue, health_port, metrics_port)
+    await until(lambda: _running(first), within=60)
+    second = await worker_process(task_queue, health_port, metrics_port)
+
+    async def fell_back() -> dict[str, int] | None:
+        if second.process.returncode is not None:
+            raise AssertionError(f"the second worker exited {second.process.returncode}:\n{second.log}")
+        found = {m[1]: (int(m[2]), int(m[3])) for m in _FELL_BACK.finditer(second.log)}
+        return found if len(found) == 2 else None
+
+    found = await until(fell_back, within=60)
+    assert found["health"][0] == health_port and found["metrics"][0] == metrics_port, found
+    second.health_port, second.metrics_port = found["health"][1], found["metrics"][1]
+    await until(lambda: _running(second), within=60)
+    assert await until(lambda: _running(first), within=5)
+    assert "temporal_" in await second.metrics() and "temporal_" in await first.metrics()
+
+    # Both poll the queue: checkouts confirm while either may take them.
+    skus = skus_on_shard(store.router, 0, 2)
+    await catalog(databases, store, *((sku, 5) for sku in skus))
+    saga = CheckoutClient(temporal_client, task_queue=task_queue)
+    results = await asyncio.gather(*(saga.checkout(order((sku, 1))) for sku in skus))
+    assert [r.status for r in results] == [CheckoutStatus.CONFIRMED] * 2
+    for worker in (first, second):
+        worker.process.send_signal(signal.SIGTERM)
+    assert [await worker.wait(within=GRACE_SECONDS + 15) for worker in (first, second)] == [0, 0]
+    await assert_clean_audit(databases)
+
+
+async def _running(worker: WorkerProcess) -> bool:
+    status, body = await worker.health()
+    return status == 200 and body.get("state") == "running"

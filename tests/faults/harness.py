@@ -38,8 +38,8 @@ from invsaga.domain.checkout import (
 )
 from invsaga.domain.errors import ShardUnavailable
 from invsaga.settings import Settings
+from invsaga.store.catalog import Product, upsert_products
 from invsaga.store.databases import Databases
-from invsaga.store.orders import Product, upsert_products
 from invsaga.store.stock import StockStore
 from invsaga.temporal.configured import connect_configured
 from tests.faults.stack import (

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from sqlalchemy import text
 
 from invsaga.api.limits import JSON_BODY_LIMIT
-from tests.helpers import request, skus_on_shard, stock_up
+from tests.helpers import assert_clean_audit, in_catalog, request, skus_on_shard, stock_up
 from tests.integration.api_fixtures import (
     ADMIN,
     assert_problem,
@@ -71,8 +72,31 @@ async def test_set_without_if_match_is_428_and_a_malformed_one_is_422(http, stor
     assert (await store.get(sku))[0].on_hand == 10
 
 
-async def test_version_zero_creates_a_location_once(http, store):
+async def test_the_etag_a_get_answers_is_an_if_match_the_set_accepts(http, store, databases):
+    (sku,) = skus_on_shard(store.router, 1, 1)
+    await stock_up(store, sku, 10)
+    await stock_up(store, sku, 3, location="annex")
+    etag = (await http.get(f"/v1/stock/{sku}", headers=ADMIN)).headers["etag"]
+
+    # Racing sets that all read the same state: exactly one wins, the others are told it changed.
+    racing = await asyncio.gather(*(put(http, sku, 20 + n, etag) for n in range(5)))
+
+    codes = sorted(r.status_code for r in racing)
+    assert codes == [200, 412, 412, 412, 412], [r.text for r in racing]
+    [won] = [r.json() for r in racing if r.status_code == 200]
+    assert [lv.on_hand for lv in await store.get(sku)] == [3, won["on_hand"]]  # annex, main
+    fresh = (await http.get(f"/v1/stock/{sku}", headers=ADMIN)).headers["etag"]
+    assert (await put(http, sku, 7, "W/" + fresh)).status_code == 200
+    version = await version_of(store, sku)
+    assert (await put(http, sku, 8, f'"999", {version}')).status_code == 200  # a list: any one matches
+    assert (await put(http, sku, 9, fresh.strip('"'), location="annex")).status_code == 412  # stale now
+    assert [lv.on_hand for lv in await store.get(sku)] == [3, 8]  # annex, main
+    await assert_clean_audit(databases)
+
+
+async def test_version_zero_creates_a_location_once(http, store, databases):
     (sku,) = skus_on_shard(store.router, 0, 1)
+    await in_catalog(databases, sku)
     created = await put(http, sku, 9, "0", location="annex")
     assert created.status_code == 200 and created.json()["version"] == 1
     assert_problem(await put(http, sku, 4, "0", location="annex"), 412, "version-conflict")
@@ -102,8 +126,9 @@ async def test_set_validates_the_body(http, store):
 # --- POST /v1/stock/{sku}/{location}/receipts ---------------------------------------------------------
 
 
-async def test_a_receipt_adds_units_and_creates_the_location(http, store):
+async def test_a_receipt_adds_units_and_creates_the_location(http, store, databases):
     (sku,) = skus_on_shard(store.router, 1, 1)
+    await in_catalog(databases, sku)
     path = f"/v1/stock/{sku}/dock-2/receipts"
     first = await http.post(
         path, json={"quantity": 5, "reference": "PO-1"}, headers={**ADMIN, **idempotency()}
@@ -135,6 +160,7 @@ async def forget_api_key(databases, key: str) -> None:
 
 async def test_a_receipt_key_reused_for_another_sku_receives_it(http, store, databases):
     a, b = skus_on_shard(store.router, 0, 2)
+    await in_catalog(databases, a, b)
     headers = {**ADMIN, **idempotency(f"po-{a}")}
     first = await http.post(f"/v1/stock/{a}/main/receipts", json={"quantity": 5}, headers=headers)
     assert first.status_code == 200, first.text
@@ -149,6 +175,7 @@ async def test_a_receipt_key_reused_for_another_sku_receives_it(http, store, dat
 
 async def test_a_receipt_key_reused_with_another_quantity_is_409(http, store, databases):
     (sku,) = skus_on_shard(store.router, 1, 1)
+    await in_catalog(databases, sku)
     path = f"/v1/stock/{sku}/main/receipts"
     headers = {**ADMIN, **idempotency(f"po-{sku}")}
     assert (await http.post(path, json={"quantity": 5}, headers=headers)).status_code == 200
@@ -162,8 +189,9 @@ async def test_a_receipt_key_reused_with_another_quantity_is_409(http, store, da
     assert [lv.on_hand for lv in await store.get(sku)] == [5]
 
 
-async def test_a_receipt_past_bigint_on_hand_is_422_and_changes_nothing(http, store):
+async def test_a_receipt_past_bigint_on_hand_is_422_and_changes_nothing(http, store, databases):
     (sku,) = skus_on_shard(store.router, 0, 1)
+    await in_catalog(databases, sku)
     await stock_up(store, sku, 2**63 - 1)  # as a CSV import may set it
     path = f"/v1/stock/{sku}/main/receipts"
     for quantity in (1, 2**63, 10**400):
@@ -189,9 +217,10 @@ async def import_csv(http, content, content_type="text/csv"):
     )
 
 
-async def test_import_reports_rows_imported_and_rejected_with_line_numbers(http, store):
+async def test_import_reports_rows_imported_and_rejected_with_line_numbers(http, store, databases):
     a, b = skus_on_shard(store.router, 0, 2)
     (c,) = skus_on_shard(store.router, 1, 1)
+    await in_catalog(databases, a, b, c)
     await stock_up(store, b, 10)
     await store.reserve(0, request(f"hold-{b}", (b, 4)))
 
@@ -206,7 +235,8 @@ async def test_import_reports_rows_imported_and_rejected_with_line_numbers(http,
 
     assert response.status_code == 200, response.text
     report = response.json()
-    assert (report["rows_read"], report["imported"], report["unchanged"]) == (4, 3, 0)
+    # The same name as the CLI's report (`applied`), not a second one.
+    assert (report["rows_read"], report["applied"], report["unchanged"]) == (4, 3, 0)
     [rejected] = report["rejected"]
     assert (rejected["line"], rejected["sku"], rejected["quantity"], rejected["reserved"]) == (3, b, 2, 4)
     levels = await store.get_many([a, b, c])
@@ -214,8 +244,9 @@ async def test_import_reports_rows_imported_and_rejected_with_line_numbers(http,
     assert {lv.location: lv.on_hand for lv in levels[c]} == {"main": 7, "annex": 1}
 
 
-async def test_a_malformed_import_changes_nothing_and_names_each_bad_line(http, store):
+async def test_a_malformed_import_changes_nothing_and_names_each_bad_line(http, store, databases):
     (a,) = skus_on_shard(store.router, 0, 1)
+    await in_catalog(databases, a, f"{a}-2")
     content = csv_rows(f"{a},main,5", "bad sku,main,1", f"{a}-2,main,-4", f"{a},main,6")
     problem = assert_problem(await import_csv(http, content), 422, "invalid-input")
     assert [p["line"] for p in problem["problems"]] == [3, 4, 5]  # 5 repeats line 2

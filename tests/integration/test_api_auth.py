@@ -6,6 +6,7 @@ takes ``admin``; health, readiness, metrics and the docs take none.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from invsaga.api.app import create_app
 from invsaga.api.auth import ApiKeys, Scope, generate_dev_keys, hash_key, key_entry
 from invsaga.domain.errors import ConfigurationError
-from tests.helpers import skus_on_shard, stock_up, stocked_sku
+from tests.helpers import in_catalog, skus_on_shard, stock_up, stocked_sku
 from tests.integration.api_fixtures import (
     ADMIN_KEY,
     BOTH_KEY,
@@ -43,15 +45,28 @@ class Route:
     call: Call
 
 
-async def build_routes(store, databases, http) -> list[Route]:
-    """Each route with a request that succeeds given the right scope."""
+async def wait_for_order(databases, order_id: str) -> None:
+    """The checkout records its order in its first step; GET /v1/orders/{id} needs the row."""
+    for _ in range(200):
+        async with databases.core.connect() as conn:
+            if await conn.scalar(text("SELECT 1 FROM orders WHERE order_id = :id"), {"id": order_id}):
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"order {order_id} was never recorded")
+
+
+async def build_routes(store, databases, http, webhooks: list[str]) -> list[Route]:
+    """Each route with a request that succeeds given the right scope; the ids of the webhooks it
+    registers are appended to ``webhooks``."""
     sku = await stocked_sku(databases, store, 100)
     (fresh,) = skus_on_shard(store.router, 1, 1)
+    await in_catalog(databases, fresh)
     running = checkout_body((sku, 1), token="tok_slow_3000")
     started = await http.post(
         "/v1/checkouts", json=running, headers={**bearer(CHECKOUT_KEY), **idempotency()}
     )
     assert started.status_code == 202, started.text
+    await wait_for_order(databases, running["order_id"])
     reader, service, operator = frozenset(Scope), frozenset({Scope.CHECKOUT}), frozenset({Scope.ADMIN})
 
     async def cancel(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
@@ -62,6 +77,24 @@ async def build_routes(store, databases, http) -> list[Route]:
         )
         assert begun.status_code == 202, begun.text
         return await client.post(f"/v1/checkouts/{order['order_id']}/cancel", headers=headers)
+
+    async def put_product(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+        # A new SKU each time, so each allowed call creates (201).
+        body = {"name": "matrix mug", "price": "3.00"}
+        return await client.put(f"/v1/products/NEW-{uuid.uuid4().hex[:8]}", json=body, headers=headers)
+
+    async def post_webhook(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+        body = {"url": "http://127.0.0.1:9/matrix", "event_types": ["stock.changed"]}
+        response = await client.post("/v1/webhooks", json=body, headers=headers)
+        if response.status_code == 201:
+            webhooks.append(response.json()["id"])
+        return response
+
+    async def delete_webhook(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+        # A fresh webhook each time: a deleted one is gone.
+        created = await post_webhook(client, bearer(ADMIN_KEY))
+        assert created.status_code == 201, created.text
+        return await client.delete(f"/v1/webhooks/{created.json()['id']}", headers=headers)
 
     async def put_stock(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
         version = next(lv.version for lv in await store.get(sku))
@@ -112,6 +145,39 @@ async def build_routes(store, databases, http) -> list[Route]:
                 headers={**h, "Content-Type": "text/csv"},
             ),
         ),
+        Route("PUT", "/v1/products/{sku}", operator, 201, put_product),
+        Route("GET", "/v1/products/{sku}", reader, 200, lambda c, h: c.get(f"/v1/products/{sku}", headers=h)),
+        Route("GET", "/v1/products", reader, 200, lambda c, h: c.get("/v1/products", headers=h)),
+        Route(
+            "POST",
+            "/v1/products/import",
+            operator,
+            200,
+            lambda c, h: c.post(
+                "/v1/products/import",
+                content=f"sku,name,price,currency,active\n{fresh},fresh mug,4.00,USD,true\n".encode(),
+                headers={**h, "Content-Type": "text/csv"},
+            ),
+        ),
+        Route("GET", "/v1/orders", reader, 200, lambda c, h: c.get("/v1/orders", headers=h)),
+        Route(
+            "GET",
+            "/v1/orders/{order_id}",
+            reader,
+            200,
+            lambda c, h: c.get(f"/v1/orders/{running['order_id']}", headers=h),
+        ),
+        Route(
+            "GET",
+            "/v1/stock/{sku}/movements",
+            reader,
+            200,
+            lambda c, h: c.get(f"/v1/stock/{sku}/movements", headers=h),
+        ),
+        Route("GET", "/v1/events", operator, 200, lambda c, h: c.get("/v1/events", headers=h)),
+        Route("POST", "/v1/webhooks", operator, 201, post_webhook),
+        Route("GET", "/v1/webhooks", operator, 200, lambda c, h: c.get("/v1/webhooks", headers=h)),
+        Route("DELETE", "/v1/webhooks/{webhook_id}", operator, 204, delete_webhook),
         Route("GET", "/healthz", None, 200, lambda c, h: c.get("/healthz", headers=h)),
         Route("GET", "/readyz", None, 200, lambda c, h: c.get("/readyz", headers=h)),
         Route("GET", "/metrics", None, 200, lambda c, h: c.get("/metrics", headers=h)),
@@ -122,7 +188,15 @@ async def test_every_route_with_no_key_an_unknown_key_the_wrong_scope_and_the_ri
     http, api, store, databases, caplog
 ):
     caplog.set_level(logging.DEBUG)
-    routes = await build_routes(store, databases, http)
+    webhooks: list[str] = []
+    try:
+        await _walk_the_matrix(http, await build_routes(store, databases, http, webhooks), caplog)
+    finally:
+        async with databases.core.begin() as conn:
+            await conn.execute(text("DELETE FROM webhooks WHERE id = ANY (:ids)"), {"ids": webhooks})
+
+
+async def _walk_the_matrix(http, routes: list[Route], caplog) -> None:
     documented = {
         (method.upper(), path)
         for path, operations in (await http.get("/openapi.json")).json()["paths"].items()

@@ -218,3 +218,27 @@ async def test_checkouts_for_two_shards_in_parallel(http, store, databases):
     states = await asyncio.gather(*(wait_until_terminal(http, body["order_id"]) for body in bodies))
     assert {s["status"] for s in states} == {"CONFIRMED"}
     assert (await levels(store, a), await levels(store, b)) == ((0, 0), (0, 0))
+
+
+async def test_cancel_keeps_its_reason_and_cancelling_again_is_the_same_success(http, store, databases):
+    sku = await stocked_sku(databases, store, 5, shard=1)
+    body = checkout_body((sku, 2), token="tok_slow_1500")
+    assert (await post(http, body)).status_code == 202
+    cancel_path = f"/v1/checkouts/{body['order_id']}/cancel"
+
+    # Racing cancels of one checkout: each is accepted, and the stock is released exactly once.
+    racing = await asyncio.gather(
+        *(http.post(cancel_path, json={"reason": "changed my mind"}, headers=CHECKOUT) for _ in range(4))
+    )
+
+    assert [r.status_code for r in racing] == [202] * 4, [r.text for r in racing]
+    assert all(r.json()["accepted"] and r.json()["reason"] == "changed my mind" for r in racing)
+    state = await wait_until_terminal(http, body["order_id"])
+    assert (state["status"], state["detail"]) == ("CANCELLED", "changed my mind")
+    assert state["charged"] is False
+    again = await http.post(cancel_path, json={"reason": "still no"}, headers=CHECKOUT)
+    assert again.status_code == 202, again.text
+    assert (again.json()["accepted"], again.json()["status"]) == (True, "CANCELLED")
+    assert await levels(store, sku) == (5, 0)
+    assert await order_row(databases, body["order_id"]) == "cancelled"
+    await assert_clean_audit(databases)

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from temporalio.service import RPCError, RPCStatusCode
 
 from invsaga.domain.checkout import workflow_id_for
-from tests.helpers import assert_clean_audit, skus_on_shard, stocked_sku
+from tests.helpers import assert_clean_audit, in_catalog, skus_on_shard, stocked_sku
 from tests.integration.api_fixtures import (
     ADMIN,
     BOTH_KEY,
@@ -205,8 +205,9 @@ async def test_concurrent_posts_with_one_key_and_different_bodies_run_only_one(h
     await wait_until_terminal(http, accepted[0]["order_id"])
 
 
-async def test_a_receipt_retried_with_its_key_adds_the_units_once(http, store):
+async def test_a_receipt_retried_with_its_key_adds_the_units_once(http, store, databases):
     (sku,) = skus_on_shard(store.router, 0, 1)
+    await in_catalog(databases, sku)
     path = f"/v1/stock/{sku}/main/receipts"
     headers = {**ADMIN, **idempotency("receipt-" + sku)}
 

@@ -109,6 +109,17 @@ async def test_the_openapi_document_lists_every_endpoint_with_examples_and_probl
         "PUT /v1/stock/{sku}/{location}",
         "POST /v1/stock/{sku}/{location}/receipts",
         "POST /v1/stock/import",
+        "GET /v1/stock/{sku}/movements",
+        "PUT /v1/products/{sku}",
+        "GET /v1/products/{sku}",
+        "GET /v1/products",
+        "POST /v1/products/import",
+        "GET /v1/orders",
+        "GET /v1/orders/{order_id}",
+        "GET /v1/events",
+        "POST /v1/webhooks",
+        "GET /v1/webhooks",
+        "DELETE /v1/webhooks/{webhook_id}",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
@@ -134,6 +145,23 @@ async def test_the_openapi_document_lists_every_endpoint_with_examples_and_probl
     assert "examples" in schemas["CheckoutIn"] and "examples" in schemas["StockView"]
     docs = await http.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+_ASSET_LINK = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|\burl:\s*["']([^"']+)["']""")
+
+
+async def test_the_docs_pages_load_every_asset_from_the_api_itself(http):
+    """Without internet (or behind a proxy that blocks CDNs) /docs and /redoc must still render."""
+    for page in ("/docs", "/redoc"):
+        answer = await http.get(page)
+        assert answer.status_code == 200, page
+        links = [a or b for a, b in _ASSET_LINK.findall(answer.text)]
+        assert any(link.endswith(".js") for link in links), (page, links)
+        assert [link for link in links if not link.startswith("/")] == [], f"{page} loads from elsewhere"
+        for link in links:
+            served = await http.get(link)
+            assert served.status_code == 200, (page, link)
+            assert served.content, (page, link)
 
 
 # --- the commands -------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from temporalio.service import RPCError
 
 from invsaga.dev.ports import free_port
 from invsaga.store.migrations import definitions_for, latest_version
-from tests.helpers import request, skus_on_shard, stock_up
+from tests.helpers import in_catalog, request, skus_on_shard, stock_up
 
 INVSAGA = Path(sys.executable).with_name("invsaga")
 
@@ -88,16 +88,20 @@ async def test_migrate_twice_reports_versions_and_the_second_run_is_a_no_op(pg_f
     assert [r["database"] for r in first.json()] == ["core database"] + [f"shard {i}" for i in range(2)]
     assert [(r["before"], r["after"]) for r in first.json()] == [(0, v) for v in expected_after]
     assert [(r["before"], r["after"]) for r in again.json()] == [(v, v) for v in expected_after]
+    core_definitions = [d.name for d in definitions_for("core")]
     shard_definitions = [d.name for d in definitions_for("shard")]
-    assert [r["definitions"] for r in first.json()] == [[]] + [shard_definitions] * len(shard_dsns)
+    assert [r["definitions"] for r in first.json()] == [core_definitions] + [shard_definitions] * len(
+        shard_dsns
+    )
     assert [r["definitions"] for r in again.json()] == [[]] * len(expected_after)
     assert second.stdout.count("up to date") == len(expected_after)
     fresh = await invsaga("stock", "get", "NEVER-STOCKED", env=env)
     assert fresh.code == 3  # migrated and usable: the sku is simply unknown
 
 
-async def test_receive_set_and_get_round_trip(store, invsaga):
+async def test_receive_set_and_get_round_trip(store, databases, invsaga):
     (sku,) = skus_on_shard(store.router, 1, 1, prefix="CLI")
+    await in_catalog(databases, sku)
 
     received = await invsaga("stock", "receive", sku, "10", "--key", "po-77", "--json")
     replayed = await invsaga("stock", "receive", sku, "10", "--key", "po-77", "--json")
@@ -164,8 +168,9 @@ async def test_bad_input_is_one_line_and_its_own_exit_code(invsaga, args, code, 
     assert result.error_line.startswith("error:") and needle in result.error_line
 
 
-async def test_receipts_past_bigint_are_one_line_and_exit_2(store, invsaga):
+async def test_receipts_past_bigint_are_one_line_and_exit_2(store, databases, invsaga):
     (sku,) = skus_on_shard(store.router, 0, 1, prefix="CLI")
+    await in_catalog(databases, sku)
     first = await invsaga("stock", "receive", sku, str(2**62))
     overflow = await invsaga("stock", "receive", sku, str(2**62))
     beyond = await invsaga("stock", "receive", sku, str(2**64))
@@ -177,7 +182,8 @@ async def test_receipts_past_bigint_are_one_line_and_exit_2(store, invsaga):
     assert (level.on_hand, level.version) == (2**62, 1)
 
 
-@pytest.mark.parametrize("args", [["stock", "get", "ANY"], ["db", "migrate"], ["audit"]])
+# ANY-1 is on shard 1, the down one: a SKU on shard 0 still reads (test_shard_down_reads.py).
+@pytest.mark.parametrize("args", [["stock", "get", "ANY-1"], ["db", "migrate"], ["audit"]])
 async def test_an_unreachable_shard_is_exit_69(settings, invsaga, args):
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/inventory"
     env = cli_env([settings.shard_dsns[0], dead], settings.core_dsn)
@@ -213,7 +219,7 @@ async def test_checkout_with_a_shard_down_exits_69_within_its_timeout(
     saga_settings, temporal_client, databases, store, invsaga
 ):
     from invsaga.domain.checkout import workflow_id_for
-    from invsaga.store.orders import Product, upsert_products
+    from invsaga.store.catalog import Product, upsert_products
 
     (sku,) = skus_on_shard(store.router, 1, 1, prefix="CLI")
     await upsert_products(databases.core, [Product(sku=sku, name="mug", price=Decimal("5.00"))])
@@ -237,8 +243,9 @@ async def test_checkout_with_a_shard_down_exits_69_within_its_timeout(
     assert [(lv.on_hand, lv.reserved) for lv in await store.get(sku)] == [(3, 0)]
 
 
-async def test_import_then_get(store, invsaga, tmp_path):
+async def test_import_then_get(store, databases, invsaga, tmp_path):
     skus = skus_on_shard(store.router, 0, 2, prefix="CLI") + skus_on_shard(store.router, 1, 2, prefix="CLI")
+    await in_catalog(databases, *skus)
     wanted = {sku: 10 + n for n, sku in enumerate(skus)}
     path = tmp_path / "stock.csv"
     path.write_text("sku,location,quantity\n" + "".join(f"{s},,{q}\n" for s, q in wanted.items()))
@@ -273,8 +280,9 @@ async def test_import_refuses_a_file_with_a_malformed_row_on_line_4(store, datab
         assert await conn.scalar(text("SELECT count(*) FROM stock_movements")) == 0
 
 
-async def test_import_lists_rows_below_reserved_and_exits_5(store, invsaga, tmp_path):
+async def test_import_lists_rows_below_reserved_and_exits_5(store, databases, invsaga, tmp_path):
     held, free = skus_on_shard(store.router, 1, 2, prefix="CLI")
+    await in_catalog(databases, held, free)
     await stock_up(store, held, 8)
     await store.reserve(1, request(f"o-{held}", (held, 5)))
     path = tmp_path / "low.csv"

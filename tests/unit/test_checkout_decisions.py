@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from temporalio import activity
@@ -18,7 +19,7 @@ from temporalio.worker import Worker
 
 from activities import models
 from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
-from invsaga.domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
+from invsaga.domain.stock import Allocation, HoldState, ReserveOutcome, StockLine, TransitionOutcome
 from workflows.checkout import CheckoutWorkflow
 
 
@@ -236,3 +237,61 @@ async def test_the_web_ui_shows_the_business_outcome_not_just_completed(env, fak
         details = await _current_details(handle)  # a closed workflow's query: the worker replays it
     assert re.fullmatch(shown, details), details
     assert details == result.headline
+
+
+class SplitSaga(FakeSaga):
+    """A reserve that split the line over two locations, as reserve_stock answers for a line without one."""
+
+    PIECES: ClassVar[list[Allocation]] = [
+        Allocation(sku="SKU-1", location="east", quantity=2),
+        Allocation(sku="SKU-1", location="main", quantity=1),
+    ]
+
+    def __init__(self, *, answer_pieces: bool = True) -> None:
+        super().__init__()
+        self.answer_pieces = answer_pieces
+        self.pinned: list[list[StockLine]] = []
+        self.reserved: list[models.ReserveInput] = []
+
+    @activity.defn(name="reserve_stock")
+    async def reserve_stock(self, inp: models.ReserveInput) -> ReserveOutcome:
+        self.calls["reserve"] += 1
+        self.reserved.append(inp)
+        pieces = self.PIECES if self.answer_pieces else []
+        return ReserveOutcome(order_id=inp.order_id, state=HoldState.HELD, allocations=pieces)
+
+    @activity.defn(name="pin_stock")
+    async def pin_stock(self, inp: models.PinInput) -> TransitionOutcome:
+        self.pinned.append(inp.lines)
+        return self._move_hold("pin", inp.order_id, HoldState.HELD)
+
+
+def _split_request() -> CheckoutRequest:
+    return CheckoutRequest(
+        order_id=f"o-{uuid.uuid4().hex[:8]}",
+        customer_id="c-1",
+        lines=[CheckoutLine(sku="SKU-1", quantity=3)],  # no location: allocated
+        payment_token="tok_success",
+    )
+
+
+async def test_a_split_order_pins_every_piece_and_its_result_shows_the_split(env):
+    fake = SplitSaga()
+    request = _split_request()
+    _, result = await _run(env, fake, request)
+    assert result.status is CheckoutStatus.CONFIRMED
+    assert result.allocations == SplitSaga.PIECES
+    assert fake.reserved[0].lines == [StockLine(sku="SKU-1", quantity=3, location=None)]
+    # Pinned by piece, so a piece gone missing is seen: two rows for one line.
+    assert fake.pinned == [
+        [StockLine(sku=p.sku, location=p.location, quantity=p.quantity) for p in SplitSaga.PIECES]
+    ]
+    assert fake.calls["commit"] == 1 and fake.calls["release"] == 0
+
+
+async def test_an_outcome_without_pieces_pins_the_lines_as_before(env):
+    fake = SplitSaga(answer_pieces=False)
+    request = _split_request()
+    _, result = await _run(env, fake, request)
+    assert result.status is CheckoutStatus.CONFIRMED and result.allocations == []
+    assert fake.pinned == [[StockLine(sku="SKU-1", quantity=3, location=None)]]

@@ -24,7 +24,7 @@ PACKAGES = ("invsaga", "workflows", "activities", "workers")
 _BOTTOM = {"invsaga.domain"}
 _ADAPTERS = _BOTTOM | {"invsaga.settings", "invsaga.temporal", "invsaga.payments", "invsaga.store"}
 _RUNTIME = _ADAPTERS | {"invsaga.reconcile", "activities", "workflows"}
-_ENTRYPOINTS = _RUNTIME | {"workers", "invsaga.client", "invsaga.api"}
+_ENTRYPOINTS = _RUNTIME | {"workers", "invsaga.client", "invsaga.api", "invsaga.events"}
 MAY_IMPORT: dict[str, set[str]] = {
     "invsaga.domain": set(),
     "invsaga.settings": _BOTTOM,
@@ -34,10 +34,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "invsaga.payments": _BOTTOM | {"invsaga.settings"},
     "invsaga.store": _BOTTOM | {"invsaga.settings"},
     "invsaga.reconcile": _ADAPTERS,
+    "invsaga.events": _ADAPTERS,
     "activities": _ADAPTERS | {"invsaga.reconcile"},
     "workflows": _BOTTOM | {"invsaga.temporal", "activities"},
-    "workers": _RUNTIME,
-    "invsaga.api": _ADAPTERS | {"invsaga.client"},
+    "workers": _RUNTIME | {"invsaga.events"},
+    "invsaga.api": _ADAPTERS | {"invsaga.client", "invsaga.events"},
     "invsaga.cli": _ENTRYPOINTS,
     "invsaga.dev": _ENTRYPOINTS | {"invsaga.cli"},
     "invsaga": {"invsaga.cli"},  # ``python -m invsaga``

@@ -69,6 +69,18 @@ def test_sold_with_a_hold_still_held_is_committed():
     assert finding.should_end is CheckoutStatus.CONFIRMED
 
 
+def test_a_paid_order_whose_line_was_split_across_locations_is_sold():
+    """A line without a location may hold at several locations: more pieces than lines."""
+    ev = evidence(
+        state=CheckoutState.TERMINATED,
+        status=None,
+        row="paid",
+        lines={0: 1, 1: 1},
+        holds=[ShardHolds(shard=0, pinned=2), ShardHolds(shard=1, committed=3)],
+    )
+    assert should_end(ev)[0] is CheckoutStatus.CONFIRMED
+
+
 @pytest.mark.parametrize(
     "holds",
     [

@@ -22,10 +22,10 @@ def test_no_numbered_migration_creates_a_function_or_trigger(kind):
 
 
 def test_each_definition_replaces_what_it_creates_and_is_named_by_its_function():
-    definitions = definitions_for("shard")
-    names = ["notify_stock_available", "notify_stock_inserted", "reserve_stock"]
-    assert [d.name for d in definitions] == names
-    for definition in definitions:
+    shard_names = ["notify_stock_available", "notify_stock_inserted", "record_stock_events", "reserve_stock"]
+    assert [d.name for d in definitions_for("shard")] == shard_names
+    assert [d.name for d in definitions_for("core")] == ["record_order_events"]
+    for definition in [*definitions_for("shard"), *definitions_for("core")]:
         creates = _CREATES.findall(definition.sql)
         assert creates and all(or_replace for or_replace, _, _ in creates), definition.name
         assert [name for _, what, name in creates if what.upper() == "FUNCTION"] == [definition.name]

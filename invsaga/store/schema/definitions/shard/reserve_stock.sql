@@ -1,10 +1,19 @@
 -- Reserve a batch of requests in arrival order, in one statement and one transaction.
 --
--- Each request is all-or-nothing over its lines. Requests are served first come, first served. An
--- order that already has rows on this shard is answered with its recorded state and changes nothing
--- (the primary key on reservations is the backstop). Order ids within one batch must be distinct. Stock
--- rows are locked in key order before anything else, so concurrent batches cannot deadlock, and a
--- duplicate of an in-flight order waits for it to commit.
+-- Each request is all-or-nothing over its lines. Requests are served first come, first served, and each
+-- sees what the earlier ones of the batch took. An order that already has rows on this shard is
+-- answered with its recorded rows and state and changes nothing (the primary key on reservations is the
+-- backstop). Order ids within one batch must be distinct. Stock rows are locked in key order before
+-- anything else, so concurrent batches cannot deadlock, and a duplicate of an in-flight order waits for
+-- it to commit.
+--
+-- A line without a location is allocated over its SKU's locations (all on this shard). Its element of
+-- p_locations is then not a location but the rule, '*most_available' or '*priority:main,east' ('*' and
+-- ',' are not allowed in location codes), so that callers of every release share this one signature.
+-- Every row of such a SKU is locked, in the same key order. The line goes to the first location in the
+-- rule's order that can fill it alone, and is split in that order only when none can. It returns one
+-- row per piece held (one reservation row per (order, sku, location)); a short line reports its SKU's
+-- total available, and its location only when the SKU has a single one.
 -- The allocation runs in memory; the writes are three set-based statements for the whole batch.
 --
 -- Its last INSERT writes the ledger rows of the holds it makes: the one ledger insert outside
@@ -16,13 +25,13 @@ CREATE OR REPLACE FUNCTION reserve_stock(
     p_ttl_seconds integer[], -- one per request
     p_line_req    integer[], -- one per line: 1-based request index, lines grouped by request
     p_skus        text[],
-    p_locations   text[],
+    p_locations   text[],    -- a location, or an allocation rule (see above)
     p_quantities  integer[]
 ) RETURNS TABLE (
     o_req       integer,
     o_sku       text,
-    o_location  text,
-    o_requested integer,
+    o_location  text,     -- where a held piece is; NULL for a short allocated line over several
+    o_requested integer,  -- the piece's units if held; the line's if short or replayed
     o_available bigint,   -- after this request if held; at its turn if short; NULL if no such row
     o_state     text,     -- held | short | committed | released | expired
     o_replayed  boolean
@@ -36,40 +45,86 @@ AS $fn$
 DECLARE
     -- Local copies are held in expanded form, so element access is O(1) rather than a scan.
     orders      text[]    := p_order_ids;
-    ttls        integer[] := p_ttl_seconds;
     line_req    integer[] := p_line_req;
     skus        text[]    := p_skus;
     locs        text[]    := p_locations;
     qtys        integer[] := p_quantities;
     n_lines     integer   := coalesce(cardinality(p_skus), 0);
-    line_pos    integer[] := '{}';  -- per line: index into keys/free, NULL when no stock row
+    -- A plain expression, not a query: a batch of named locations pays nothing for allocation.
+    allocating  boolean   := position(chr(31) || '*' IN chr(31) || array_to_string(p_locations, chr(31))) > 0;
+    is_alloc    boolean[] := '{}';  -- per line
+    line_pos    integer[] := '{}';  -- per line: its stock row (allocated: its SKU's first), NULL if none
+    row_sku     text[]    := '{}';  -- the locked stock rows, in key order
+    row_loc     text[]    := '{}';
     keys        text[]    := '{}';
     free        bigint[]  := '{}';
+    n_rows      integer   := 0;
+    -- The pieces held so far, one per reservation row to write; a short request's are taken back.
+    pc_req      integer[] := '{}';
+    pc_sku      text[]    := '{}';
+    pc_loc      text[]    := '{}';
+    pc_qty      integer[] := '{}';
+    pc_pos      integer[] := '{}';
+    n_pieces    integer   := 0;
+    first_piece integer;
     seen_orders text[]    := '{}';
     seen_states text[]    := '{}';
-    granted     boolean[] := '{}';  -- per line
     row_        record;
     i           integer;
     l           integer;
+    k           integer;
+    p           integer;
     j           integer := 1;
     first_line  integer;
     pos         integer;
+    hi          integer;
+    need        integer;
+    take        integer;
+    total       bigint;
+    candidates  integer[];
+    priority    text[];
     fits        boolean;
     prior       text;
 BEGIN
-    FOR row_ IN
-        SELECT s.sku, s.location, s.on_hand - s.reserved AS free_now
-          FROM stock_levels s
-         WHERE (s.sku, s.location) IN (SELECT u.s, u.l FROM unnest(p_skus, p_locations) AS u(s, l))
-         ORDER BY s.sku, s.location
-           FOR UPDATE
-    LOOP
-        keys[cardinality(keys) + 1] := row_.sku || chr(31) || row_.location;
-        free[cardinality(free) + 1] := row_.free_now;
-    END LOOP;
+    -- One IN over a semi-join either way (an OR of two would scan the table); named locations alone
+    -- keep the query they always had.
+    IF allocating THEN
+        FOR row_ IN
+            SELECT s.sku, s.location, s.on_hand - s.reserved AS free_now
+              FROM stock_levels s
+             WHERE (s.sku, s.location) IN (
+                       SELECT u.s, u.l FROM unnest(p_skus, p_locations) AS u(s, l) WHERE u.l NOT LIKE '*%'
+                       UNION
+                       SELECT a.sku, a.location
+                         FROM stock_levels a
+                         JOIN unnest(p_skus, p_locations) AS u(s, l) ON a.sku = u.s AND u.l LIKE '*%')
+             ORDER BY s.sku, s.location
+               FOR UPDATE
+        LOOP
+            n_rows := n_rows + 1;
+            row_sku[n_rows] := row_.sku; row_loc[n_rows] := row_.location;
+            keys[n_rows] := row_.sku || chr(31) || row_.location; free[n_rows] := row_.free_now;
+        END LOOP;
+    ELSE
+        FOR row_ IN
+            SELECT s.sku, s.location, s.on_hand - s.reserved AS free_now
+              FROM stock_levels s
+             WHERE (s.sku, s.location) IN (SELECT u.s, u.l FROM unnest(p_skus, p_locations) AS u(s, l))
+             ORDER BY s.sku, s.location
+               FOR UPDATE
+        LOOP
+            n_rows := n_rows + 1;
+            row_sku[n_rows] := row_.sku; row_loc[n_rows] := row_.location;
+            keys[n_rows] := row_.sku || chr(31) || row_.location; free[n_rows] := row_.free_now;
+        END LOOP;
+    END IF;
     FOR l IN 1 .. n_lines LOOP
-        line_pos[l] := array_position(keys, skus[l] || chr(31) || locs[l]);
-        granted[l] := false;
+        is_alloc[l] := coalesce(allocating AND locs[l] LIKE '*%', false);
+        IF is_alloc[l] THEN
+            line_pos[l] := array_position(row_sku, skus[l]);
+        ELSE
+            line_pos[l] := array_position(keys, skus[l] || chr(31) || locs[l]);
+        END IF;
     END LOOP;
 
     -- Read after the locks: a committed earlier call for an order in this batch is now visible.
@@ -94,10 +149,14 @@ BEGIN
 
         pos := CASE WHEN cardinality(seen_orders) = 0 THEN NULL ELSE array_position(seen_orders, orders[i]) END;
         IF pos IS NOT NULL THEN
+            -- The recorded rows, so a replay hands back the split the first call made.
             prior := seen_states[pos];
-            FOR l IN first_line .. j - 1 LOOP
-                o_req := i; o_sku := skus[l]; o_location := locs[l];
-                o_requested := qtys[l]; o_available := NULL;
+            FOR row_ IN
+                SELECT r.sku, r.location, r.quantity FROM reservations r
+                 WHERE r.order_id = orders[i] ORDER BY r.sku, r.location
+            LOOP
+                o_req := i; o_sku := row_.sku; o_location := row_.location;
+                o_requested := row_.quantity; o_available := NULL;
                 o_state := prior; o_replayed := true;
                 RETURN NEXT;
             END LOOP;
@@ -105,22 +164,89 @@ BEGIN
         END IF;
 
         fits := true;
+        first_piece := n_pieces + 1;
         FOR l IN first_line .. j - 1 LOOP
-            IF line_pos[l] IS NULL OR free[line_pos[l]] < qtys[l] THEN
+            pos := line_pos[l];
+            IF pos IS NULL THEN
                 fits := false;
+            ELSIF NOT is_alloc[l] THEN
+                IF free[pos] < qtys[l] THEN
+                    fits := false;
+                ELSE
+                    n_pieces := n_pieces + 1;
+                    pc_req[n_pieces] := i; pc_sku[n_pieces] := skus[l]; pc_loc[n_pieces] := locs[l];
+                    pc_qty[n_pieces] := qtys[l]; pc_pos[n_pieces] := pos;
+                    free[pos] := free[pos] - qtys[l];
+                END IF;
+            ELSE
+                hi := pos;
+                WHILE hi < n_rows AND row_sku[hi + 1] = skus[l] LOOP
+                    hi := hi + 1;
+                END LOOP;
+                IF hi = pos THEN
+                    candidates := ARRAY[pos];
+                ELSIF locs[l] = '*most_available' THEN
+                    SELECT array_agg(c ORDER BY free[c] DESC, c) INTO candidates FROM generate_series(pos, hi) AS c;
+                ELSE
+                    priority := string_to_array(nullif(split_part(locs[l], ':', 2), ''), ',');
+                    SELECT array_agg(c ORDER BY coalesce(array_position(priority, row_loc[c]), 2147483647), c)
+                      INTO candidates FROM generate_series(pos, hi) AS c;
+                END IF;
+                need := qtys[l];
+                -- One location if any can fill the line alone; a split only when none can.
+                FOREACH p IN ARRAY candidates LOOP
+                    IF free[p] >= need THEN
+                        candidates := ARRAY[p];
+                        EXIT;
+                    END IF;
+                END LOOP;
+                FOREACH p IN ARRAY candidates LOOP
+                    EXIT WHEN need = 0;
+                    take := least(need, free[p]);
+                    IF take > 0 THEN
+                        n_pieces := n_pieces + 1;
+                        pc_req[n_pieces] := i; pc_sku[n_pieces] := skus[l]; pc_loc[n_pieces] := row_loc[p];
+                        pc_qty[n_pieces] := take; pc_pos[n_pieces] := p;
+                        free[p] := free[p] - take;
+                        need := need - take;
+                    END IF;
+                END LOOP;
+                IF need > 0 THEN
+                    fits := false;
+                END IF;
             END IF;
         END LOOP;
 
+        IF fits THEN
+            FOR k IN first_piece .. n_pieces LOOP
+                o_req := i; o_sku := pc_sku[k]; o_location := pc_loc[k]; o_requested := pc_qty[k];
+                o_available := free[pc_pos[k]]; o_state := 'held'; o_replayed := false;
+                RETURN NEXT;
+            END LOOP;
+            CONTINUE;
+        END IF;
+
+        FOR k IN first_piece .. n_pieces LOOP
+            free[pc_pos[k]] := free[pc_pos[k]] + pc_qty[k];
+        END LOOP;
+        n_pieces := first_piece - 1;
         FOR l IN first_line .. j - 1 LOOP
             pos := line_pos[l];
-            IF fits THEN
-                free[pos] := free[pos] - qtys[l];
-                granted[l] := true;
+            o_req := i; o_sku := skus[l]; o_requested := qtys[l]; o_state := 'short'; o_replayed := false;
+            IF NOT is_alloc[l] THEN
+                o_location := locs[l];
+                o_available := CASE WHEN pos IS NULL THEN NULL ELSE free[pos] END;
+            ELSIF pos IS NULL THEN
+                o_location := NULL; o_available := NULL;
+            ELSE
+                total := 0; hi := pos;
+                WHILE hi <= n_rows AND row_sku[hi] = skus[l] LOOP
+                    total := total + free[hi];
+                    hi := hi + 1;
+                END LOOP;
+                o_location := CASE WHEN hi = pos + 1 THEN row_loc[pos] END;
+                o_available := total;
             END IF;
-            o_req := i; o_sku := skus[l]; o_location := locs[l]; o_requested := qtys[l];
-            o_available := CASE WHEN pos IS NULL THEN NULL ELSE free[pos] END;
-            o_state := CASE WHEN fits THEN 'held' ELSE 'short' END;
-            o_replayed := false;
             RETURN NEXT;
         END LOOP;
     END LOOP;
@@ -128,23 +254,22 @@ BEGIN
     -- The writes: three set-based statements for the whole batch.
     INSERT INTO reservations (order_id, sku, location, quantity, state, expires_at)
     SELECT o.id, u.s, u.l, u.q, 'held', now() + make_interval(secs => o.ttl)
-      FROM unnest(p_line_req, p_skus, p_locations, p_quantities, granted) AS u(r, s, l, q, g)
-      JOIN unnest(p_order_ids, p_ttl_seconds) WITH ORDINALITY AS o(id, ttl, r) ON o.r = u.r
-     WHERE u.g;
+      FROM unnest(pc_req[1:n_pieces], pc_sku[1:n_pieces], pc_loc[1:n_pieces], pc_qty[1:n_pieces])
+           AS u(r, s, l, q)
+      JOIN unnest(p_order_ids, p_ttl_seconds) WITH ORDINALITY AS o(id, ttl, r) ON o.r = u.r;
 
     UPDATE stock_levels s
        SET reserved = s.reserved + d.q, version = s.version + 1, updated_at = now()
       FROM (SELECT u.s, u.l, sum(u.q) AS q
-              FROM unnest(p_skus, p_locations, p_quantities, granted) AS u(s, l, q, g)
-             WHERE u.g
+              FROM unnest(pc_sku[1:n_pieces], pc_loc[1:n_pieces], pc_qty[1:n_pieces]) AS u(s, l, q)
              GROUP BY u.s, u.l) AS d
      WHERE s.sku = d.s AND s.location = d.l;
 
     INSERT INTO stock_movements
            (sku, location, delta_on_hand, delta_reserved, reason, reference, idempotency_key)
     SELECT u.s, u.l, 0, u.q, 'reserve', o.id, 'reserve:' || o.id || ':' || u.s || ':' || u.l
-      FROM unnest(p_line_req, p_skus, p_locations, p_quantities, granted) AS u(r, s, l, q, g)
-      JOIN unnest(p_order_ids) WITH ORDINALITY AS o(id, r) ON o.r = u.r
-     WHERE u.g;
+      FROM unnest(pc_req[1:n_pieces], pc_sku[1:n_pieces], pc_loc[1:n_pieces], pc_qty[1:n_pieces])
+           AS u(r, s, l, q)
+      JOIN unnest(p_order_ids) WITH ORDINALITY AS o(id, r) ON o.r = u.r;
 END;
 $fn$;

@@ -1,0 +1,12 @@
+-- Inventory shard, version 5: the ledger's index for reading a SKU's history (issue 12, stock history).
+--
+-- `invsaga stock history` and GET /v1/stock/{sku}/movements page through one SKU's movements, newest
+-- first, by id. Without this index each page scans the whole ledger, the largest table on a shard and
+-- one that only grows, so the read gets slower for ever. With it, a page is a range scan of its rows.
+-- It costs every ledger insert (every reserve, release, commit and receipt) one more btree insert: at
+-- the right edge of each SKU's range, and into pages the same SKU's last insert just touched, so the
+-- hot SKU of a flash sale writes the same few cached pages. That is the price of a history an
+-- operator can read while it is being written; the ledger is insert-only, so it costs no update.
+-- IF NOT EXISTS: on a shard with a large ledger, build it first with CREATE INDEX CONCURRENTLY, which
+-- does not block reserves (docs/operations.md, 7.4), and migrate finds it.
+CREATE INDEX IF NOT EXISTS stock_movements_by_sku_newest ON stock_movements (sku, id DESC);
