@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from invsaga.cli.errors import EXIT_CODES, run
+from invsaga.cli.file_progress import run_reading
 from invsaga.cli.settings import load_command_settings
 from invsaga.domain import errors
 from invsaga.domain.keys import adhoc_key
@@ -196,35 +195,13 @@ async def _import(path: Path, on_progress: Callable[[int], None], allow_unknown:
         return await import_stock(databases, path, on_progress=on_progress, check_catalog=not allow_unknown)
 
 
-def _count_data_rows(path: Path) -> int | None:
-    """A cheap line count for the progress bar's total; None when the file cannot be read."""
-    try:
-        with path.open("rb") as file:
-            lines = sum(block.count(b"\n") for block in iter(lambda: file.read(1 << 20), b""))
-    except OSError:
-        return None
-    return max(lines - 1, 0)
-
-
 @stock_app.command("import", help="Set stock from a CSV with header sku,location,quantity.")
 def import_command(
     file: Path = typer.Argument(metavar="FILE.csv", help="CSV with header sku,location,quantity."),
     allow_unknown_product: bool = AllowUnknownProductOption,
     as_json: bool = JsonOption,
 ) -> None:
-    console = Console(stderr=True)
-    progress = Progress(
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-    with progress:
-        task = progress.add_task("import", total=None if progress.disable else _count_data_rows(file))
-        result = run(_import(file, lambda rows: progress.update(task, completed=rows), allow_unknown_product))
+    result = run_reading(file, lambda on_progress: _import(file, on_progress, allow_unknown_product))
     if as_json:
         _print_json(result.model_dump())
     else:

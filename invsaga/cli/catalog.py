@@ -16,10 +16,9 @@ from typing import Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from invsaga.cli.errors import run
+from invsaga.cli.file_progress import run_reading
 from invsaga.cli.settings import load_command_settings
 from invsaga.domain.catalog import DEFAULT_CURRENCY, ProductFields
 from invsaga.domain.errors import InvalidInput
@@ -206,33 +205,12 @@ async def _import(path: Path, on_progress: Callable[[int], None]) -> CatalogImpo
         return await import_catalog(databases.core, path, on_progress=on_progress)
 
 
-def _count_data_rows(path: Path) -> int | None:
-    try:
-        with path.open("rb") as file:
-            lines = sum(block.count(b"\n") for block in iter(lambda: file.read(1 << 20), b""))
-    except OSError:
-        return None
-    return max(lines - 1, 0)
-
-
 @catalog_app.command("import", help="Create or change products from a CSV; all or nothing.")
 def import_command(
     file: Path = typer.Argument(metavar="FILE.csv", help="CSV with header sku,name,price,currency,active."),
     as_json: bool = JsonOption,
 ) -> None:
-    console = Console(stderr=True)
-    progress = Progress(
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-    with progress:
-        task = progress.add_task("import", total=None if progress.disable else _count_data_rows(file))
-        result = run(_import(file, lambda rows: progress.update(task, completed=rows)))
+    result = run_reading(file, lambda on_progress: _import(file, on_progress))
     if as_json:
         print(json.dumps(result.model_dump(), indent=2))
         return

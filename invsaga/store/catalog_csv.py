@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from invsaga.domain.catalog import DEFAULT_CURRENCY, ProductFields
 from invsaga.domain.errors import InvalidInput
 from invsaga.store.databases import unavailable_as
-from invsaga.store.stock_csv import MAX_REPORTED_PROBLEMS, SKU_RULE, RowProblem
+from invsaga.store.stock_csv import MAX_REPORTED_PROBLEMS, SKU_RULE, ProblemCollector, RowProblem
 
 HEADER = ["sku", "name", "price", "currency", "active"]
 CHUNK_ROWS = 20_000
@@ -74,31 +74,8 @@ class CatalogImportResult(BaseModel):
     seconds: float
 
 
-class _Rows:
-    """Reads and validates the CSV chunk by chunk; problems are collected, so one pass reports them all."""
-
-    def __init__(self, lines: Iterable[str | bytes]) -> None:
-        self._reader = csv.reader(self._text(lines))
-        self._header_seen = False
-        self.rows_read = 0
-        self.problem_count = 0
-        self.problems: list[RowProblem] = []
-
-    def problem(self, line: int, reason: str) -> None:
-        self.problem_count += 1
-        if len(self.problems) < MAX_REPORTED_PROBLEMS:
-            self.problems.append(RowProblem(line=line, reason=reason))
-
-    def _text(self, lines: Iterable[str | bytes]) -> Iterator[str]:
-        for number, line in enumerate(lines, start=1):
-            if isinstance(line, str):
-                yield line
-                continue
-            try:
-                yield line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                self.problem(number, f"not UTF-8 text ({exc.reason} at byte {exc.start}); stopped reading")
-                return
+class _Rows(ProblemCollector):
+    """Reads and validates the catalog CSV chunk by chunk."""
 
     def chunks(self, size: int) -> Iterator[list[StagedProduct]]:
         chunk: list[StagedProduct] = []

@@ -89,17 +89,13 @@ def _quantity_of(value: str) -> int | None:
     return quantity if quantity is not None and quantity <= MAX_QUANTITY else None
 
 
-class CsvRows:
-    """Reads and validates the CSV chunk by chunk, routing valid rows to their shard.
+class ProblemCollector:
+    """A CSV read line by line whose problems are collected rather than raised, so one pass reports
+    every bad line (the first ``MAX_REPORTED_PROBLEMS`` of them by line, and how many in all)."""
 
-    Problems are collected rather than raised, so one pass reports every bad line.
-    """
-
-    def __init__(self, lines: Iterable[str | bytes], router: ShardRouter) -> None:
+    def __init__(self, lines: Iterable[str | bytes]) -> None:
         self._reader = csv.reader(self._text(lines))
-        self._router = router
         self._header_seen = False
-        self._exhausted = False
         self.rows_read = 0
         self.problem_count = 0
         self.problems: list[RowProblem] = []
@@ -120,6 +116,15 @@ class CsvRows:
             except UnicodeDecodeError as exc:
                 self.problem(number, f"not UTF-8 text ({exc.reason} at byte {exc.start}); stopped reading")
                 return
+
+
+class CsvRows(ProblemCollector):
+    """Reads and validates the stock CSV chunk by chunk, routing valid rows to their shard."""
+
+    def __init__(self, lines: Iterable[str | bytes], router: ShardRouter) -> None:
+        super().__init__(lines)
+        self._router = router
+        self._exhausted = False
 
     def next_chunk(self, size: int) -> list[list[StagedRow]] | None:
         """Up to ``size`` data rows, valid ones grouped by shard; None once the file is exhausted."""

@@ -4,15 +4,9 @@ API shows, cancel through the checkout workflow, and every refusal one line on s
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import subprocess
-import sys
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,35 +14,15 @@ from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatu
 from invsaga.store.order_list import get_order
 from tests.helpers import assert_clean_audit, stocked_sku
 from tests.integration.order_rows import insert_orders, order, tag_fixture  # noqa: F401 (a fixture)
-
-INVSAGA = Path(sys.executable).with_name("invsaga")
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    @property
-    def error_line(self) -> str:
-        lines = self.stderr.strip().splitlines()
-        assert len(lines) == 1, f"expected one error line, got: {self.stderr!r}"
-        return lines[0]
+from tests.integration.test_cli import INVSAGA, CliResult, cli_env
 
 
 @pytest.fixture
 def invsaga(saga_settings):
     """Run ``invsaga ARGS`` against the test fleet and Temporal, never accepting a traceback."""
 
-    async def run(*args: str, task_queue: str = "none") -> Run:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INVSAGA_")}
-        env |= {
-            "INVSAGA_SHARD_DSNS": ",".join(saga_settings.shard_dsns),
-            "INVSAGA_CORE_DSN": saga_settings.core_dsn,
+    async def run(*args: str, task_queue: str = "none") -> CliResult:
+        env = cli_env(saga_settings.shard_dsns, saga_settings.core_dsn) | {
             "INVSAGA_TEMPORAL_ADDRESS": saga_settings.temporal_address,
             "INVSAGA_TASK_QUEUE": task_queue,
         }
@@ -56,7 +30,7 @@ def invsaga(saga_settings):
             subprocess.run, [str(INVSAGA), *args], capture_output=True, text=True, timeout=120, env=env
         )
         assert "Traceback" not in done.stderr, done.stderr
-        return Run(done.returncode, done.stdout, done.stderr)
+        return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run
 
