@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from temporalio import activity
 
 from activities.errors import domain_errors_as_application_errors
 from activities.models import CommitInput, ExpireOutput, PinInput, ReleaseInput, ReserveInput
+from invsaga.domain.errors import ShardUnavailable
 from invsaga.domain.stock import ReserveOutcome, ReserveRequest, TransitionOutcome
 from invsaga.store.batching import ReservationBatcher
 from invsaga.store.stock import StockStore
+
+log = logging.getLogger("invsaga.sweeper")
 
 
 class InventoryActivities:
@@ -46,6 +50,20 @@ class InventoryActivities:
     @activity.defn
     @domain_errors_as_application_errors
     async def expire_holds(self) -> ExpireOutput:
+        """Sweep every shard that answers. A shard that is down is reported, not raised: the schedule's
+        next run sweeps it, and failing the run would only fill the Web UI with FAILED sweeps while
+        the outage lasts (the shard's own checkouts say it is down)."""
         shards = range(len(self.store.databases.shards))
-        counts = await asyncio.gather(*(self.store.expire_all(shard) for shard in shards))
-        return ExpireOutput(expired_per_shard=list(counts))
+        swept = await asyncio.gather(*(self.store.expire_all(s) for s in shards), return_exceptions=True)
+        for outcome in swept:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ShardUnavailable):
+                raise outcome
+        down = [
+            shard for shard, outcome in zip(shards, swept, strict=True) if isinstance(outcome, BaseException)
+        ]
+        if down:
+            log.warning("hold sweep skipped unreachable shard(s) %s; the next run sweeps them", down)
+        return ExpireOutput(
+            expired_per_shard=[outcome if isinstance(outcome, int) else 0 for outcome in swept],
+            unavailable_shards=down,
+        )

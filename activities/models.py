@@ -59,6 +59,8 @@ class CommitInput(BaseModel):
 
 class ExpireOutput(BaseModel):
     expired_per_shard: list[int]
+    #: Shards the sweep could not reach (0 expired there); the next scheduled run tries them again.
+    unavailable_shards: list[int] = []
 
 
 class ChargeInput(BaseModel):
