@@ -177,3 +177,12 @@ def generate_dev_keys(data_dir: Path) -> DevKeys:
         file.write("\n")
     os.chmod(path, 0o600)
     return DevKeys(keys)
+
+
+#: The callers each route takes, as dependencies: reads take either scope, checkouts ``checkout``,
+#: changes ``admin``.
+Reader = Annotated[Principal, Depends(requires(Scope.CHECKOUT, Scope.ADMIN))]
+Service = Annotated[Principal, Depends(requires(Scope.CHECKOUT))]
+Operator = Annotated[Principal, Depends(requires(Scope.ADMIN))]
+#: What every route that needs a key may answer without one, or with one that lacks the scope.
+AUTH_ERRORS = (Unauthorized, Forbidden)

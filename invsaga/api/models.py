@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Self
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from invsaga.api.examples import add_examples
@@ -43,6 +44,7 @@ PATH_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 PathCode = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_SKU_LENGTH, pattern=PATH_CODE_PATTERN)
 ]
+PathSku = Annotated[PathCode, Path(description="The SKU code.", examples=["MUG-BLUE"])]
 #: The domain's one order-id rule, so every order id a body accepts can be followed by its path.
 PathOrderCode = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_ORDER_ID_LENGTH, pattern=ORDER_ID_PATTERN)

@@ -7,20 +7,18 @@ import tempfile
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from invsaga.api import examples
-from invsaga.api.auth import Principal, Scope, requires
+from invsaga.api.auth import AUTH_ERRORS, Operator
 from invsaga.api.deps import Deps
 from invsaga.api.errors import (
-    Forbidden,
     IdempotencyKeyRequired,
     IdempotencyKeyReused,
     PayloadTooLarge,
     PreconditionRequired,
-    Unauthorized,
     UnsupportedMediaType,
 )
 from invsaga.api.idempotency import (
@@ -31,7 +29,7 @@ from invsaga.api.idempotency import (
     json_answer,
     run_once,
 )
-from invsaga.api.models import ImportReport, PathCode, Receipt, SetStock
+from invsaga.api.models import ImportReport, PathCode, PathSku, Receipt, SetStock
 from invsaga.api.problems import problem_responses
 from invsaga.api.routes_stock import etag_of
 from invsaga.domain.errors import (
@@ -52,10 +50,7 @@ from invsaga.store.stock import StockStore
 
 router = APIRouter(prefix="/v1/stock", tags=["admin"])
 
-Operator = Annotated[Principal, Depends(requires(Scope.ADMIN))]
-PathSku = Annotated[PathCode, Path(description="The SKU code.", examples=["MUG-BLUE"])]
 PathLocation = Annotated[PathCode, Path(description="The stock location.", examples=["main"])]
-_AUTH_ERRORS = (Unauthorized, Forbidden)
 AllowUnknownProduct = Annotated[
     bool,
     Query(description="Accept stock for SKUs that are not in the catalog (refused with 409 otherwise)."),
@@ -142,7 +137,7 @@ _LEVEL_HEADERS = {"ETag": {"description": "The location's new version", "schema"
         200: {"headers": _LEVEL_HEADERS},
         **problem_responses(
             InvalidInput,
-            *_AUTH_ERRORS,
+            *AUTH_ERRORS,
             UnknownSku,
             UnknownProduct,
             BelowReserved,
@@ -200,7 +195,7 @@ async def put_stock(
         },
         **problem_responses(
             IdempotencyKeyRequired,
-            *_AUTH_ERRORS,
+            *AUTH_ERRORS,
             PayloadTooLarge,
             InvalidInput,
             IdempotencyKeyReused,
@@ -254,7 +249,7 @@ async def post_receipt(
     summary="Import stock from CSV",
     response_model=ImportReport,
     responses=problem_responses(
-        InvalidInput, *_AUTH_ERRORS, PayloadTooLarge, UnsupportedMediaType, UnknownProduct, ShardUnavailable
+        InvalidInput, *AUTH_ERRORS, PayloadTooLarge, UnsupportedMediaType, UnknownProduct, ShardUnavailable
     ),
     openapi_extra={
         "requestBody": {

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi import APIRouter, Body, Path, Request
 from fastapi.responses import Response
 
 from invsaga.api import examples
-from invsaga.api.auth import Principal, Scope, requires
+from invsaga.api.auth import AUTH_ERRORS, Service
 from invsaga.api.checkouts import cancel_checkout, checkout_state, refusal_for, start_checkout
 from invsaga.api.deps import Deps
 from invsaga.api.errors import (
-    Forbidden,
     IdempotencyKeyRequired,
     IdempotencyKeyReused,
     PayloadTooLarge,
-    Unauthorized,
 )
 from invsaga.api.idempotency import (
     REPLAYED_HEADER,
@@ -50,11 +48,9 @@ from invsaga.store.idempotency import StoredResponse, is_unused
 
 router = APIRouter(prefix="/v1/checkouts", tags=["checkouts"])
 
-Service = Annotated[Principal, Depends(requires(Scope.CHECKOUT))]
 PathOrderId = Annotated[
     PathOrderCode, Path(description="The order id the checkout was started with.", examples=["ord-1001"])
 ]
-_AUTH_ERRORS = (Unauthorized, Forbidden)
 
 
 @router.post(
@@ -74,7 +70,7 @@ _AUTH_ERRORS = (Unauthorized, Forbidden)
         },
         **problem_responses(
             IdempotencyKeyRequired,
-            *_AUTH_ERRORS,
+            *AUTH_ERRORS,
             OutOfStock,
             ReservationClosed,
             OrderIdReused,
@@ -139,7 +135,7 @@ async def post_checkout(
     "/{order_id}",
     summary="Follow a checkout",
     response_model=CheckoutState,
-    responses=problem_responses(InvalidInput, *_AUTH_ERRORS, CheckoutNotFound, ShardUnavailable),
+    responses=problem_responses(InvalidInput, *AUTH_ERRORS, CheckoutNotFound, ShardUnavailable),
 )
 async def get_checkout(order_id: PathOrderId, deps: Deps, _: Service) -> CheckoutState:
     """The live status while the checkout runs; once `terminal`, its final result."""
@@ -152,7 +148,7 @@ async def get_checkout(order_id: PathOrderId, deps: Deps, _: Service) -> Checkou
     summary="Cancel a checkout",
     response_model=CancelAccepted,
     responses=problem_responses(
-        InvalidInput, *_AUTH_ERRORS, CheckoutNotFound, CancelRefused, PayloadTooLarge, ShardUnavailable
+        InvalidInput, *AUTH_ERRORS, CheckoutNotFound, CancelRefused, PayloadTooLarge, ShardUnavailable
     ),
 )
 async def post_cancel(

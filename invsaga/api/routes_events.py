@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from invsaga.api.auth import Principal, Scope, requires
+from invsaga.api.auth import Operator
 from invsaga.api.deps import Deps
 from invsaga.api.errors import Forbidden, Unauthorized
 from invsaga.api.event_models import DEFAULT_FEED_PAGE, MAX_FEED_CURSOR, MAX_FEED_PAGE, EventPage
@@ -16,8 +16,6 @@ from invsaga.domain.events import EventType, FeedCursor, validate_event_types
 from invsaga.events.feed import read_feed
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-
-Operator = Annotated[Principal, Depends(requires(Scope.ADMIN))]
 
 
 @router.get(

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 
-from invsaga.api.auth import Principal, Scope, requires
+from invsaga.api.auth import AUTH_ERRORS, Reader
 from invsaga.api.deps import Deps
-from invsaga.api.errors import Forbidden, Unauthorized
 from invsaga.api.models import PathOrderCode
 from invsaga.api.order_models import OrderDetailView, OrderList
 from invsaga.api.problems import problem_responses
@@ -20,8 +19,6 @@ from invsaga.store.page_cursor import MAX_CURSOR_LENGTH
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
-Reader = Annotated[Principal, Depends(requires(Scope.CHECKOUT, Scope.ADMIN))]
-_AUTH_ERRORS = (Unauthorized, Forbidden)
 
 Cursor = Annotated[
     str | None,
@@ -34,7 +31,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Most items on the p
     "",
     summary="List orders",
     response_model=OrderList,
-    responses=problem_responses(InvalidInput, *_AUTH_ERRORS, ShardUnavailable),
+    responses=problem_responses(InvalidInput, *AUTH_ERRORS, ShardUnavailable),
 )
 async def get_orders(
     deps: Deps,
@@ -60,7 +57,7 @@ async def get_orders(
     "/{order_id}",
     summary="Read one order",
     response_model=OrderDetailView,
-    responses=problem_responses(InvalidInput, *_AUTH_ERRORS, OrderNotFound, ShardUnavailable),
+    responses=problem_responses(InvalidInput, *AUTH_ERRORS, OrderNotFound, ShardUnavailable),
 )
 async def get_one_order(
     order_id: Annotated[PathOrderCode, Path(description="The order id.", examples=["ord-1001"])],

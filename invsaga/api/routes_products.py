@@ -17,10 +17,10 @@ import re
 import tempfile
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from invsaga.api.auth import Principal, Scope, requires
+from invsaga.api.auth import AUTH_ERRORS, Operator, Reader
 from invsaga.api.catalog_models import (
     CATALOG_CSV,
     CatalogImportReport,
@@ -29,8 +29,8 @@ from invsaga.api.catalog_models import (
     ProductView,
 )
 from invsaga.api.deps import Deps
-from invsaga.api.errors import Forbidden, PayloadTooLarge, Unauthorized, UnsupportedMediaType
-from invsaga.api.models import PathCode
+from invsaga.api.errors import PayloadTooLarge, UnsupportedMediaType
+from invsaga.api.models import PathSku
 from invsaga.api.problems import problem_responses
 from invsaga.domain.catalog import ProductFields
 from invsaga.domain.errors import (
@@ -46,10 +46,6 @@ from invsaga.store.stock_csv import SKU_RULE
 
 router = APIRouter(prefix="/v1/products", tags=["products"])
 
-Operator = Annotated[Principal, Depends(requires(Scope.ADMIN))]
-Reader = Annotated[Principal, Depends(requires(Scope.CHECKOUT, Scope.ADMIN))]
-PathSku = Annotated[PathCode, Path(description="The SKU code.", examples=["MUG-BLUE"])]
-_AUTH_ERRORS = (Unauthorized, Forbidden)
 
 #: What a GET's ETag looks like, weak or strong, quoted or not: the version inside is what counts.
 _VERSION_TAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
@@ -111,7 +107,7 @@ def decode_cursor(cursor: str) -> str:
         201: {"description": "Created", "model": ProductView, "headers": _ETAG_HEADER},
         **problem_responses(
             InvalidInput,
-            *_AUTH_ERRORS,
+            *AUTH_ERRORS,
             ProductNotFound,
             ProductExists,
             VersionConflict,
@@ -162,7 +158,7 @@ async def put_product_route(
     response_model=ProductView,
     responses={
         200: {"headers": _ETAG_HEADER},
-        **problem_responses(InvalidInput, *_AUTH_ERRORS, ProductNotFound, ShardUnavailable),
+        **problem_responses(InvalidInput, *AUTH_ERRORS, ProductNotFound, ShardUnavailable),
     },
 )
 async def get_product_route(sku: PathSku, deps: Deps, _: Reader) -> Response:
@@ -174,7 +170,7 @@ async def get_product_route(sku: PathSku, deps: Deps, _: Reader) -> Response:
     "",
     summary="List products",
     response_model=ProductPageView,
-    responses=problem_responses(InvalidInput, *_AUTH_ERRORS, ShardUnavailable),
+    responses=problem_responses(InvalidInput, *AUTH_ERRORS, ShardUnavailable),
 )
 async def list_products_route(
     deps: Deps,
@@ -198,7 +194,7 @@ async def list_products_route(
     summary="Import products from CSV",
     response_model=CatalogImportReport,
     responses=problem_responses(
-        InvalidInput, *_AUTH_ERRORS, PayloadTooLarge, UnsupportedMediaType, ShardUnavailable
+        InvalidInput, *AUTH_ERRORS, PayloadTooLarge, UnsupportedMediaType, ShardUnavailable
     ),
     openapi_extra={
         "requestBody": {

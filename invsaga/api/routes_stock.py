@@ -6,13 +6,12 @@ from __future__ import annotations
 from hashlib import blake2b
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
-from invsaga.api.auth import Principal, Scope, requires
+from invsaga.api.auth import AUTH_ERRORS, Reader
 from invsaga.api.deps import Deps
-from invsaga.api.errors import Forbidden, Unauthorized
-from invsaga.api.models import MAX_BATCH_SKUS, PathCode, StockBatch, StockView
+from invsaga.api.models import MAX_BATCH_SKUS, PathSku, StockBatch, StockView
 from invsaga.api.order_models import LowStockList, MovementList
 from invsaga.api.problems import problem_responses
 from invsaga.domain.errors import InvalidInput, ShardUnavailable, UnknownSku
@@ -23,11 +22,6 @@ from invsaga.store.stock_csv import MAX_QUANTITY
 from invsaga.store.stock_history import low_stock, stock_movements
 
 router = APIRouter(prefix="/v1/stock", tags=["stock"])
-
-Reader = Annotated[Principal, Depends(requires(Scope.CHECKOUT, Scope.ADMIN))]
-PathSku = Annotated[PathCode, Path(description="The SKU code.", examples=["MUG-BLUE"])]
-
-_AUTH_ERRORS = (Unauthorized, Forbidden)
 
 
 def etag_of(levels: list[StockLevel]) -> str:
@@ -56,7 +50,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Most items on the p
     "",
     summary="Read several SKUs, or list low stock",
     response_model=StockBatch | LowStockList,
-    responses=problem_responses(InvalidInput, *_AUTH_ERRORS, ShardUnavailable),
+    responses=problem_responses(InvalidInput, *AUTH_ERRORS, ShardUnavailable),
 )
 async def get_stock_batch(
     deps: Deps,
@@ -110,7 +104,7 @@ async def get_stock_batch(
     responses={
         200: {"headers": {"ETag": {"description": "The SKU's state", "schema": {"type": "string"}}}},
         304: {"description": "Not modified since the ETag sent in If-None-Match"},
-        **problem_responses(InvalidInput, UnknownSku, *_AUTH_ERRORS, ShardUnavailable),
+        **problem_responses(InvalidInput, UnknownSku, *AUTH_ERRORS, ShardUnavailable),
     },
 )
 async def get_stock(
@@ -131,7 +125,7 @@ async def get_stock(
     "/{sku}/movements",
     summary="Read a SKU's stock history",
     response_model=MovementList,
-    responses=problem_responses(InvalidInput, UnknownSku, *_AUTH_ERRORS, ShardUnavailable),
+    responses=problem_responses(InvalidInput, UnknownSku, *AUTH_ERRORS, ShardUnavailable),
 )
 async def get_stock_movements(
     sku: PathSku,

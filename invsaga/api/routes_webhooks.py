@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Body, Path
 from fastapi.responses import Response
 
-from invsaga.api.auth import Principal, Scope, requires
+from invsaga.api.auth import AUTH_ERRORS, Operator
 from invsaga.api.deps import Deps
-from invsaga.api.errors import Forbidden, PayloadTooLarge, Unauthorized
+from invsaga.api.errors import PayloadTooLarge
 from invsaga.api.event_models import WebhookCreate, WebhookCreated, WebhookList, WebhookView
 from invsaga.api.problems import problem_responses
 from invsaga.domain.errors import InvalidInput, ShardUnavailable, WebhookNotFound
@@ -17,11 +17,9 @@ from invsaga.events.webhooks import delete_webhook, list_webhooks, register_webh
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
-Operator = Annotated[Principal, Depends(requires(Scope.ADMIN))]
 WebhookId = Annotated[
     str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$", examples=["wh_3f1c9a0b7d2e4a61"])
 ]
-_AUTH_ERRORS = (Unauthorized, Forbidden)
 
 
 @router.post(
@@ -33,7 +31,7 @@ _AUTH_ERRORS = (Unauthorized, Forbidden)
     '"<t>.<body>">`), with its id in `Invsaga-Event-Id`; retried with backoff until a 2xx, in sequence '
     "order per SKU. The secret is returned only here.",
     response_model=WebhookCreated,
-    responses=problem_responses(InvalidInput, *_AUTH_ERRORS, PayloadTooLarge, ShardUnavailable),
+    responses=problem_responses(InvalidInput, *AUTH_ERRORS, PayloadTooLarge, ShardUnavailable),
 )
 async def post_webhook(body: Annotated[WebhookCreate, Body()], deps: Deps, _: Operator) -> WebhookCreated:
     hook = await register_webhook(
@@ -46,7 +44,7 @@ async def post_webhook(body: Annotated[WebhookCreate, Body()], deps: Deps, _: Op
     "",
     summary="List webhooks",
     response_model=WebhookList,
-    responses=problem_responses(*_AUTH_ERRORS, ShardUnavailable),
+    responses=problem_responses(*AUTH_ERRORS, ShardUnavailable),
 )
 async def get_webhooks(deps: Deps, _: Operator) -> WebhookList:
     return WebhookList(webhooks=[WebhookView.of(h) for h in await list_webhooks(deps.databases.core)])
@@ -57,7 +55,7 @@ async def get_webhooks(deps: Deps, _: Operator) -> WebhookList:
     status_code=204,
     summary="Delete a webhook",
     response_class=Response,
-    responses=problem_responses(InvalidInput, *_AUTH_ERRORS, WebhookNotFound, ShardUnavailable),
+    responses=problem_responses(InvalidInput, *AUTH_ERRORS, WebhookNotFound, ShardUnavailable),
 )
 async def remove_webhook(webhook_id: WebhookId, deps: Deps, _: Operator) -> Response:
     await delete_webhook(deps.databases.core, webhook_id)
