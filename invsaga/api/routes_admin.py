@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tempfile
 import uuid
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from pydantic import BaseModel
 
 from invsaga.api import examples
 from invsaga.api.auth import AUTH_ERRORS, Operator
+from invsaga.api.csv_body import csv_body
 from invsaga.api.deps import Deps
 from invsaga.api.errors import (
     IdempotencyKeyRequired,
@@ -59,8 +59,6 @@ AllowUnknownProduct = Annotated[
 _VERSION_TAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 #: The ETag of GET /v1/stock/{sku}: a digest of every location's version (routes_stock.etag_of).
 _SKU_TAG = re.compile(r'^(?:W/)?"?([0-9a-f]{24})"?$')
-#: Uploads are spooled to memory up to this size, then to a temporary file.
-_SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
 class LevelView(BaseModel):
@@ -268,15 +266,6 @@ async def post_import(
     line numbers. Up to 1 GiB per request. Rows for SKUs that are not in the catalog refuse the whole
     file (**409** `unknown-product`, every such line in `problems`) unless `allow_unknown_product=true`.
     """
-    content_type = request.headers.get("content-type", "")
-    media_type, _sep, parameters = content_type.partition(";")
-    if media_type.strip().lower() != "text/csv":
-        raise UnsupportedMediaType(f"send the CSV as text/csv, not {media_type.strip() or 'no content type'}")
-    if "charset" in parameters.lower() and "utf-8" not in parameters.lower().replace('"', ""):
-        raise UnsupportedMediaType("the CSV must be UTF-8")
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, mode="w+b") as spool:
-        async for chunk in request.stream():
-            spool.write(chunk)
-        spool.seek(0)
+    async with csv_body(request) as spool:
         result = await import_stock(deps.databases, spool, check_catalog=not allow_unknown_product)
     return ImportReport.of(result)

@@ -14,7 +14,6 @@ import base64
 import binascii
 import json
 import re
-import tempfile
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request
@@ -28,6 +27,7 @@ from invsaga.api.catalog_models import (
     ProductPageView,
     ProductView,
 )
+from invsaga.api.csv_body import csv_body
 from invsaga.api.deps import Deps
 from invsaga.api.errors import PayloadTooLarge, UnsupportedMediaType
 from invsaga.api.models import PathSku
@@ -51,7 +51,6 @@ router = APIRouter(prefix="/v1/products", tags=["products"])
 _VERSION_TAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
-_SPOOL_IN_MEMORY = 8 * 1024 * 1024
 _ETAG_HEADER = {"ETag": {"description": "The product's version, for If-Match", "schema": {"type": "string"}}}
 
 
@@ -209,15 +208,6 @@ async def post_catalog_import(request: Request, deps: Deps, _: Operator) -> Cata
     All or nothing: one bad row changes nothing, and **422** lists every bad line (`problems`, each with
     its `line`). Rows already as the catalog has them are `unchanged` and keep their version.
     """
-    content_type = request.headers.get("content-type", "")
-    media_type, _sep, parameters = content_type.partition(";")
-    if media_type.strip().lower() != "text/csv":
-        raise UnsupportedMediaType(f"send the CSV as text/csv, not {media_type.strip() or 'no content type'}")
-    if "charset" in parameters.lower() and "utf-8" not in parameters.lower().replace('"', ""):
-        raise UnsupportedMediaType("the CSV must be UTF-8")
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, mode="w+b") as spool:
-        async for chunk in request.stream():
-            spool.write(chunk)
-        spool.seek(0)
+    async with csv_body(request) as spool:
         result = await import_catalog(deps.databases.core, spool)
     return CatalogImportReport.of(result)
