@@ -159,9 +159,13 @@ async def test_the_docs_pages_load_every_asset_from_the_api_itself(http):
         assert any(link.endswith(".js") for link in links), (page, links)
         assert [link for link in links if not link.startswith("/")] == [], f"{page} loads from elsewhere"
         for link in links:
-            served = await http.get(link)
+            # A connection per asset, as a browser opens several: a CI run once saw the shared test
+            # client's kept-alive connection closed halfway into the CSS (headers sent, no body).
+            async with httpx.AsyncClient(base_url=str(http.base_url), timeout=60) as browser:
+                served = await browser.get(link)
             assert served.status_code == 200, (page, link)
             assert served.content, (page, link)
+            assert len(served.content) == int(served.headers["content-length"]), (page, link)
 
 
 # --- the commands -------------------------------------------------------------------------------------
