@@ -20,7 +20,13 @@ JSON_BODY_LIMIT = 1024 * 1024
 #: CSV imports stream to a temporary file, so they may be large.
 IMPORT_BODY_LIMIT = 1024 * 1024 * 1024
 
-_LIMITS = {"/v1/stock/import": IMPORT_BODY_LIMIT}
+_LIMITS = {"/v1/stock/import": IMPORT_BODY_LIMIT, "/v1/products/import": IMPORT_BODY_LIMIT}
+
+#: How long the server keeps an idle connection open: longer than a client pool keeps one for reuse
+#: (httpx 5 s, most load balancers 60 s). At uvicorn's default of 5 s the server could close a kept-alive
+#: connection just as a client sent its next request on it, which the client sees as "server
+#: disconnected without sending a response" (seen twice in CI under load).
+KEEP_ALIVE_SECONDS = 75
 
 
 def body_limit_for(path: str) -> int:

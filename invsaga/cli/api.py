@@ -31,6 +31,7 @@ def serve(
     import uvicorn
 
     from invsaga.api.app import create_app
+    from invsaga.api.limits import KEEP_ALIVE_SECONDS
 
     settings = load_settings()
     # Built here even with several workers, so bad configuration fails once with one clear line.
@@ -41,7 +42,9 @@ def serve(
     host = host or settings.api_host
     port = port or settings.api_port
     if workers == 1:
-        uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=30)
+        uvicorn.run(
+            app, host=host, port=port, timeout_graceful_shutdown=30, timeout_keep_alive=KEEP_ALIVE_SECONDS
+        )
     else:
         # Each worker process builds its own app (and connections) from the environment.
         uvicorn.run(
@@ -51,6 +54,7 @@ def serve(
             host=host,
             port=port,
             timeout_graceful_shutdown=30,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             # A worker imports the whole app before it can answer the supervisor's ping; on a busy
             # machine that takes longer than uvicorn's default 5 s, and it would be killed as hung.
             timeout_worker_healthcheck=30,

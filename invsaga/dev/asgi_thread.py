@@ -15,6 +15,8 @@ from typing import Any
 
 import uvicorn
 
+from invsaga.api.limits import KEEP_ALIVE_SECONDS
+
 
 class ThreadedAsgiServer:
     """One app on ``host:port`` (port 0 picks a free one); use as a context manager, sync or async."""
@@ -52,7 +54,12 @@ class ThreadedAsgiServer:
         self.port = sock.getsockname()[1]
         # log_config=None: leave the host process's logging alone.
         config = uvicorn.Config(
-            self.app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=self._grace
+            self.app,
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=self._grace,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         server = self._server = uvicorn.Server(config)
         self._error = None

@@ -8,6 +8,7 @@ import uuid
 
 from sqlalchemy import text
 
+from invsaga.api.limits import JSON_BODY_LIMIT
 from tests.helpers import rows_on_every_shard
 from tests.integration.api_fixtures import ADMIN, CHECKOUT, assert_problem, idempotency
 
@@ -170,6 +171,26 @@ async def test_catalog_import_route_is_all_or_nothing(http, databases):
     assert [p["line"] for p in assert_problem(refused, 422, "invalid-input")["problems"]] == [3]
     assert_problem(wrong_type, 415, "unsupported-media-type")
     assert await catalog_rows(databases) == before
+
+
+async def test_a_catalog_file_larger_than_a_json_body_imports(http, databases):
+    """The import routes take files far past the 1 MiB JSON limit, the catalog's as well as the stock's."""
+    tag = uuid.uuid4().hex[:8]
+    rows = [
+        f"BIG-{tag}-{n},A product with a long enough name to fill the file {n},1.00,USD,true\n"
+        for n in range(16_000)
+    ]
+    body = ("sku,name,price,currency,active\n" + "".join(rows)).encode()
+    assert len(body) > JSON_BODY_LIMIT
+
+    answer = await http.post(
+        "/v1/products/import", content=body, headers={**ADMIN, "Content-Type": "text/csv"}
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["created"] == len(rows)
+    async with databases.core.begin() as conn:
+        await conn.execute(text("DELETE FROM products WHERE sku LIKE :p"), {"p": f"BIG-{tag}-%"})
 
 
 async def test_stock_for_a_sku_not_in_the_catalog_is_refused_unless_allowed(http, databases, store):
