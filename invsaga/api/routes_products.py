@@ -10,9 +10,6 @@ that already exists answers **200** unchanged if its values are the same (a retr
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from typing import Annotated
 
@@ -42,6 +39,7 @@ from invsaga.domain.errors import (
 )
 from invsaga.store.catalog import StoredProduct, get_product, list_products, put_product
 from invsaga.store.catalog_csv import import_catalog
+from invsaga.store.page_cursor import decode_cursor, encode_cursor
 from invsaga.store.stock_csv import SKU_RULE
 
 router = APIRouter(prefix="/v1/products", tags=["products"])
@@ -79,20 +77,11 @@ def _expected_version(if_match: str | None, if_none_match: str | None) -> int | 
     return int(match.group(1))
 
 
-def encode_cursor(after: str) -> str:
-    raw = json.dumps({"a": after}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    """The SKU a cursor continues after; anything this API did not hand out is refused as 422."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        after = json.loads(raw)["a"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidInput("cursor is not one this API handed out; start again without it") from None
-    if not isinstance(after, str) or not SKU_RULE.accepts(after):
-        raise InvalidInput("cursor is not one this API handed out; start again without it")
+def _after(cursor: str) -> str:
+    """The SKU a cursor continues after (``page_cursor``'s format); one that is not a SKU is 422."""
+    after = str(decode_cursor(cursor, str)[0])
+    if not SKU_RULE.accepts(after):
+        raise InvalidInput("cursor: not a cursor this API returned")
     return after
 
 
@@ -180,7 +169,7 @@ async def list_products_route(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Products per page.")] = DEFAULT_PAGE,
 ) -> ProductPageView:
     """Products in SKU order, a page at a time. `next_cursor` is null on the last page."""
-    after = decode_cursor(cursor) if cursor else None
+    after = _after(cursor) if cursor else None
     page = await list_products(deps.databases.core_autocommit, after=after, limit=limit)
     return ProductPageView(
         items=[ProductView.of(p) for p in page.items],

@@ -7,9 +7,10 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from invsaga.api.routes_products import _expected_version, decode_cursor, encode_cursor
+from invsaga.api.routes_products import _after, _expected_version
 from invsaga.domain.catalog import ISO_4217, ProductFields
 from invsaga.domain.errors import InvalidInput
+from invsaga.store.page_cursor import encode_cursor
 
 
 def product(**fields: object) -> ProductFields:
@@ -78,7 +79,7 @@ def test_if_match_that_is_not_a_version_is_refused(if_match: str | None, if_none
 
 
 def test_cursors_round_trip_and_foreign_ones_are_refused() -> None:
-    assert decode_cursor(encode_cursor("MUG-BLUE")) == "MUG-BLUE"
+    assert _after(encode_cursor("MUG-BLUE")) == "MUG-BLUE"
     for foreign in ["", "not base64!", encode_cursor("bad sku"), "eyJ4IjoxfQ", "W10"]:
         with pytest.raises(InvalidInput):
-            decode_cursor(foreign)
+            _after(foreign)
