@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from invsaga.domain.checkout import CheckoutRequest
-from invsaga.domain.stock import AllocationPolicy, StockLine
+from invsaga.domain.checkout import CheckoutLine, CheckoutRequest
+from invsaga.domain.stock import AllocationPolicy, ReserveOutcome, StockLine
 from invsaga.payments.refunds import RefundOutcome as RefundOutcome  # the refund activity's result
 
 
@@ -84,3 +84,38 @@ class FinishOrderInput(BaseModel):
     order_id: str
     status: str
     reason: str | None = None
+    #: The checkout does not know whether its order was recorded (the place step never answered):
+    #: an order that is not there has nothing to finish.
+    if_recorded: bool = False
+
+
+class PlaceOrderInput(BaseModel):
+    request: CheckoutRequest
+
+
+class PlacedOrder(BaseModel):
+    """The stock decision: the order as recorded, and what the reserve did on each of its shards."""
+
+    prepared: PreparedOrder
+    #: One outcome per entry of ``prepared.shards``, in the same order.
+    reserved: list[ReserveOutcome]
+    #: Every hold is pinned (so none can expire while the buyer pays). False when nothing was held.
+    pinned: bool = False
+    #: Why pinning was refused: a hold closed between the reserve and the pin.
+    pin_refused: str | None = None
+
+
+class ConfirmOrderInput(BaseModel):
+    order_id: str
+    shards: list[int]
+
+
+class OrderRef(BaseModel):
+    order_id: str
+
+
+class ReleaseOrderInput(BaseModel):
+    """The order's lines as the buyer sent them: each is released on the shard it routes to."""
+
+    order_id: str
+    lines: list[CheckoutLine]

@@ -6,11 +6,20 @@ from temporalio import activity
 
 from activities.errors import domain_errors_as_application_errors
 from activities.models import FinishOrderInput, PreparedOrder, PrepareOrderInput, ShardLines
+from invsaga.domain.checkout import CheckoutLine
 from invsaga.domain.errors import InvalidInput
 from invsaga.domain.stock import StockLine
 from invsaga.settings import Settings
 from invsaga.store.databases import Databases
-from invsaga.store.orders import advance_order, price_and_record_order
+from invsaga.store.orders import advance_order, order_exists, price_and_record_order
+
+
+def stock_lines(lines: list[CheckoutLine]) -> list[StockLine]:
+    """The buyer's lines as the store takes them, or InvalidInput naming what is wrong."""
+    try:
+        return [StockLine.model_validate(line.model_dump()) for line in lines]
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
 
 
 class OrderActivities:
@@ -22,10 +31,7 @@ class OrderActivities:
     @domain_errors_as_application_errors
     async def prepare_order(self, inp: PrepareOrderInput) -> PreparedOrder:
         request = inp.request
-        try:
-            lines = [StockLine.model_validate(line.model_dump()) for line in request.lines]
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from exc
+        lines = stock_lines(request.lines)
         priced = await price_and_record_order(
             self.databases.core,
             order_id=request.order_id,
@@ -50,4 +56,10 @@ class OrderActivities:
     @domain_errors_as_application_errors
     async def finish_order(self, inp: FinishOrderInput) -> str:
         # One UPDATE: autocommit spares it the BEGIN and COMMIT round trips.
-        return await advance_order(self.databases.core_autocommit, inp.order_id, inp.status, inp.reason)
+        core = self.databases.core_autocommit
+        try:
+            return await advance_order(core, inp.order_id, inp.status, inp.reason)
+        except InvalidInput:
+            if inp.if_recorded and not await order_exists(core, inp.order_id):
+                return "absent"
+            raise

@@ -12,24 +12,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.checkout import RESERVED_NOTHING, CheckoutActivities
     from activities.inventory import InventoryActivities
     from activities.models import (
         ChargeInput,
         ChargeOutcome,
         CommitInput,
+        ConfirmOrderInput,
         FinishOrderInput,
+        OrderRef,
         PinInput,
+        PlaceOrderInput,
         PreparedOrder,
         PrepareOrderInput,
         RefundInput,
         ReleaseInput,
+        ReleaseOrderInput,
         ReserveInput,
         ShardLines,
     )
@@ -39,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         CANCEL_UPDATE,
         RESERVATION_UPDATE,
         STATUS_QUERY,
+        STEPWISE_WORKFLOW_TYPE,
         WORKFLOW_TYPE,
         CancelRequest,
         CancelResult,
@@ -65,6 +71,9 @@ with workflow.unsafe.imports_passed_through():
 # Quick database calls run as local activities: no extra Temporal round trips on the buyer's path.
 LOCAL_ATTEMPT = timedelta(seconds=10)
 LOCAL_DEADLINE = timedelta(minutes=2)
+#: At most this long between two attempts of a local step, so a checkout held by a database that was
+#: down goes on within seconds of its return (the default backoff would grow to 100 s).
+LOCAL_RETRY_MAX = timedelta(seconds=5)
 # Compensations and confirmation must eventually succeed: retry until they do.
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 INPUT_ERRORS = [InvalidInput.code, UnknownSku.code]
@@ -89,7 +98,7 @@ def _quick_db_step(
     return workflow.execute_local_activity_method(
         step,
         arg,
-        retry_policy=RetryPolicy(non_retryable_error_types=for_good),
+        retry_policy=RetryPolicy(maximum_interval=LOCAL_RETRY_MAX, non_retryable_error_types=for_good),
         start_to_close_timeout=LOCAL_ATTEMPT,
         schedule_to_close_timeout=LOCAL_DEADLINE,
     )
@@ -120,8 +129,36 @@ def _error_type(err: BaseException) -> str | None:
     return cause.type if isinstance(cause, ApplicationError) else None
 
 
+def _detail(err: BaseException, key: str) -> object:
+    """A field of the domain error an activity raised (``InventoryError.to_dict`` is its first detail)."""
+    cause = _cause(err)
+    details = cause.details if isinstance(cause, ApplicationError) else ()
+    return details[0].get(key) if details and isinstance(details[0], dict) else None
+
+
+def _skus(request: CheckoutRequest) -> list[str]:
+    return sorted({line.sku for line in request.lines})
+
+
+def _started_with(attributes: TypedSearchAttributes) -> dict[str, object]:
+    """The search attributes the checkout was started with (the client sets the order's identity)."""
+    return {pair.key.name: pair.value for pair in attributes.search_attributes}
+
+
 @workflow.defn(name=WORKFLOW_TYPE)
 class CheckoutWorkflow:
+    """The lean shape: the database steps are two composite local activities (place before the
+    charge, confirm after it; see activities/checkout.py), and the search attributes are set at start
+    and upserted once before the charge and once at the end. A confirmed checkout, on any number of
+    shards, takes two workflow tasks, one activity and 17 history events.
+
+    It is a workflow type of its own (not a ``workflow.patched`` branch, whose marker and
+    TemporalChangeVersion upsert would cost two events in every checkout): ``StepwiseCheckoutWorkflow``
+    below keeps running, and replaying, the checkouts started under the earlier type."""
+
+    #: False for the stepwise shape of ``StepwiseCheckoutWorkflow``.
+    LEAN: ClassVar[bool] = True
+
     @workflow.init
     def __init__(self, request: CheckoutRequest) -> None:
         self._request = request
@@ -136,6 +173,13 @@ class CheckoutWorkflow:
         self._charge_task: asyncio.Future[ChargeOutcome] | None = None
         self._attention: str | None = None
         self._ends_right = False
+        self._lean = False
+        #: Lean: the place step was tried, so the order may be recorded even if it never answered.
+        self._placing = False
+        #: Lean: confirm_order recorded the order's end itself.
+        self._recorded_end = False
+        #: Lean: the search attributes as the server has them; only a difference is upserted.
+        self._published: dict[str, object] = {}
         #: Per shard, where the reserve put the units (empty in outcomes recorded before allocation).
         self._allocations: dict[int, list[Allocation]] = {}
 
@@ -144,22 +188,25 @@ class CheckoutWorkflow:
         try:
             result = await self._checkout(request)
         except asyncio.CancelledError:
-            await self._shielded(self._end(CheckoutStatus.CANCELLED, None, "workflow cancelled"))
-            raise
+            result = await self._shielded(self._end(CheckoutStatus.CANCELLED, None, "workflow cancelled"))
+            if result.status is CheckoutStatus.CANCELLED:  # else a lost task had confirmed it: see _end
+                raise
         except _Rejected as rejection:
             result = await self._shielded(
                 self._end(CheckoutStatus.REJECTED, rejection.reason, rejection.detail, rejection.shortages)
             )
         except (ActivityError, ApplicationError) as err:
             if self._ends_right and _cancelled(err):
-                # A workflow cancel reaches a local activity (prepare, reserve, pin) as its failure.
-                await self._shielded(self._end(CheckoutStatus.CANCELLED, None, "workflow cancelled"))
-                raise asyncio.CancelledError() from err
-            # A dependency stayed down past every retry before the charge: undo what was done, say so.
-            workflow.logger.warning("checkout failed: %s", _message(err))
-            result = await self._shielded(
-                self._end(CheckoutStatus.REJECTED, RejectReason.UNAVAILABLE, _message(err))
-            )
+                # A workflow cancel reaches a local activity (place; prepare, reserve, pin) as its failure.
+                result = await self._shielded(self._end(CheckoutStatus.CANCELLED, None, "workflow cancelled"))
+                if result.status is CheckoutStatus.CANCELLED:
+                    raise asyncio.CancelledError() from err
+            else:
+                # A dependency stayed down past every retry before the charge: undo what was done.
+                workflow.logger.warning("checkout failed: %s", _message(err))
+                result = await self._shielded(
+                    self._end(CheckoutStatus.REJECTED, RejectReason.UNAVAILABLE, _message(err))
+                )
         # Let the reservation update answer its caller before the workflow closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
@@ -167,26 +214,34 @@ class CheckoutWorkflow:
     # --- the steps -----------------------------------------------------------------------------
 
     async def _checkout(self, request: CheckoutRequest) -> CheckoutResult:
-        self._ends_right = workflow.patched(ORDER_ENDS_RIGHT)
+        self._lean = self.LEAN
+        self._ends_right = self._lean or workflow.patched(ORDER_ENDS_RIGHT)
+        if self._lean:
+            self._published = _started_with(workflow.info().typed_search_attributes)
         problem = validate_checkout(request, started_before_order_id_rule=not self._ends_right)
         if problem:
             raise _Rejected(RejectReason.INVALID, problem)
-        workflow.upsert_search_attributes(
-            [
-                sa.ORDER_ID.value_set(request.order_id),
-                sa.CUSTOMER_ID.value_set(request.customer_id),
-                sa.CHECKOUT_SKUS.value_set(sorted({line.sku for line in request.lines})),
-            ]
-        )
+        if not self._lean:
+            workflow.upsert_search_attributes(
+                [
+                    sa.ORDER_ID.value_set(request.order_id),
+                    sa.CUSTOMER_ID.value_set(request.customer_id),
+                    sa.CHECKOUT_SKUS.value_set(_skus(request)),
+                ]
+            )
         self._set_status(CheckoutStatus.RESERVING)
-        prepared = await self._prepare(request)
-        await self._reserve(prepared)
+        if self._lean:
+            prepared = await self._place(request)
+        else:
+            prepared = await self._prepare(request)
+            await self._reserve(prepared)
         if self._cancel_requested:
             return await self._shielded(self._end(CheckoutStatus.CANCELLED, None, self._cancel_reason))
-        if self._ends_right:
+        if self._ends_right and not self._lean:
             await self._pin(prepared)
 
         self._set_status(CheckoutStatus.PAYING)
+        self._publish()
         await self._pay(prepared)
         if self._cancel_requested:
             return await self._shielded(self._end(CheckoutStatus.CANCELLED, None, self._cancel_reason))
@@ -196,8 +251,30 @@ class CheckoutWorkflow:
         return await self._shielded(self._confirm_and_end(prepared))
 
     async def _confirm_and_end(self, prepared: PreparedOrder) -> CheckoutResult:
-        await self._confirm(prepared)
+        await (self._confirm_at_once(prepared) if self._lean else self._confirm(prepared))
         return await self._end(CheckoutStatus.CONFIRMED, None, None)
+
+    async def _place(self, request: CheckoutRequest) -> PreparedOrder:
+        """Record the order, reserve and pin its stock in one local activity (activities/checkout.py).
+        The release is registered first: a place step that timed out may still have reserved."""
+        self._compensations.append(self._release_order)
+        self._placing = True
+        try:
+            placed = await _quick_db_step(
+                CheckoutActivities.place_order, PlaceOrderInput(request=request), for_good=INPUT_ERRORS
+            )
+        except (ActivityError, ApplicationError) as err:
+            if _error_type(err) in INPUT_ERRORS:
+                if _detail(err, RESERVED_NOTHING):
+                    self._compensations.remove(self._release_order)
+                raise _Rejected(RejectReason.INVALID, _message(err)) from err
+            raise
+        self._prepared = placed.prepared
+        self._decide(placed.prepared, placed.reserved)
+        if placed.pin_refused:
+            raise _Rejected(RejectReason.HOLD_LOST, placed.pin_refused)
+        self._hold_taken()
+        return placed.prepared
 
     async def _prepare(self, request: CheckoutRequest) -> PreparedOrder:
         try:
@@ -217,6 +294,11 @@ class CheckoutWorkflow:
         """Reserve on every shard in parallel; all shards' releases are registered first."""
         self._compensations.append(lambda: self._release_all(prepared.shards))
         outcomes = await asyncio.gather(*(self._reserve_on(group, prepared) for group in prepared.shards))
+        self._decide(prepared, outcomes)
+        self._hold_taken()
+
+    def _decide(self, prepared: PreparedOrder, outcomes: list[ReserveOutcome]) -> None:
+        """The stock decision from every shard's reserve: refuse the order, or go on to the charge."""
         for group, outcome in zip(prepared.shards, outcomes, strict=True):
             if outcome.allocations:
                 self._allocations[group.shard] = outcome.allocations
@@ -229,6 +311,9 @@ class CheckoutWorkflow:
         lost = [o for o in outcomes if o.state is not HoldState.HELD]
         if lost:
             raise _Rejected(RejectReason.HOLD_LOST, f"hold already {lost[0].state} before checkout")
+
+    def _hold_taken(self) -> None:
+        """Answer the reservation update: the stock is held."""
         self._reservation = ReservationView(
             order_id=self._request.order_id, status=self._status, held=True, allocations=self._allocated()
         )
@@ -338,7 +423,51 @@ class CheckoutWorkflow:
             ) from err
         self._compensations.clear()
 
+    async def _confirmed_by_a_lost_task(self) -> bool:
+        """Lean: whether a confirmation already committed this order in a workflow task that never
+        completed.
+
+        A local activity's result is recorded only when its workflow task completes. The server
+        refuses to complete one that would end the workflow while a cancel (a Temporal cancel, or the
+        cancel update) arrived meanwhile, and its re-run sees the charge's result and the cancel
+        together: it can take the cancel, though confirm_order had already committed the stock and
+        recorded the order confirmed. The database says so; the buyer has paid, so the order goes
+        forward and ends CONFIRMED, never refunded with its units sold."""
+        if not self._lean or self._charge_task is None or self._recorded_end:
+            return False
+        await workflow.wait([self._charge_task])
+        if self._charge_task.cancelled() or self._charge_task.exception() is not None:
+            return False
+        self._charge = self._charge_task.result()
+        order = OrderRef(order_id=self._request.order_id)
+        sold = await _quick_db_step(CheckoutActivities.sold_lines, order, for_good=[])
+        return sold > 0
+
+    async def _confirm_at_once(self, prepared: PreparedOrder) -> None:
+        """Lean: commit on every shard and record the order confirmed, in one local activity; retried
+        until it succeeds, as ``_confirm``."""
+        confirm = ConfirmOrderInput(order_id=prepared.order_id, shards=[g.shard for g in prepared.shards])
+        try:
+            await self._until_done(
+                lambda: _quick_db_step(
+                    CheckoutActivities.confirm_order, confirm, for_good=[ReservationClosed.code]
+                ),
+                "commit",
+                final=ReservationClosed.code,
+            )
+        except (ActivityError, ApplicationError) as err:
+            raise _Rejected(
+                RejectReason.HOLD_LOST, f"stock hold was lost before confirmation: {_message(err)}"
+            ) from err
+        self._recorded_end = True
+        self._compensations.clear()
+
     # --- compensations ---------------------------------------------------------------------------
+
+    async def _release_order(self) -> None:
+        """Lean: release on every shard the lines route to, as one local activity."""
+        release = ReleaseOrderInput(order_id=self._request.order_id, lines=self._request.lines)
+        await _quick_db_step(CheckoutActivities.release_order, release, for_good=[])
 
     async def _release_all(self, shards: list[ShardLines]) -> None:
         await asyncio.gather(
@@ -356,6 +485,7 @@ class CheckoutWorkflow:
     async def _refund(self) -> None:
         if self._charge_task is not None:
             await workflow.wait([self._charge_task])
+        self._publish()  # the refund is a real wait: show that the checkout is compensating
         await workflow.execute_activity_method(
             PaymentActivities.refund_payment,
             RefundInput(order_id=self._request.order_id),
@@ -380,9 +510,10 @@ class CheckoutWorkflow:
         while True:
             try:
                 await step()
-            except ActivityError as err:
+            except (ActivityError, ApplicationError) as err:
                 if not self._ends_right or _error_type(err) == final:
                     raise
+                self._publish()  # stuck for a while: let the list show where
                 self._attention = f"{what} failed, retrying in {delay}: {_message(err)}"
                 workflow.logger.error("order %s: %s", self._request.order_id, self._attention)
                 workflow.metric_meter().create_counter(
@@ -401,9 +532,25 @@ class CheckoutWorkflow:
         detail: str | None,
         shortages: list[Shortage] | None = None,
     ) -> CheckoutResult:
+        if status is CheckoutStatus.CANCELLED and await self._confirmed_by_a_lost_task():
+            assert self._prepared is not None
+            workflow.logger.warning("order %s: a lost workflow task had confirmed it", self._request.order_id)
+            await self._confirm_at_once(self._prepared)
+            return await self._end(CheckoutStatus.CONFIRMED, None, None)
         if status is not CheckoutStatus.CONFIRMED:
             await self._compensate()
-        if self._prepared is not None:
+        if self._lean and self._placing and not self._recorded_end:
+            finish = FinishOrderInput(
+                order_id=self._request.order_id,
+                status=status.lower(),
+                reason=reason,
+                if_recorded=self._prepared is None,
+            )
+            await self._until_done(
+                lambda: _quick_db_step(OrderActivities.finish_order, finish, for_good=[]),
+                "recording the order's end",
+            )
+        elif self._prepared is not None and not self._lean:
             finish = FinishOrderInput(order_id=self._request.order_id, status=status.lower(), reason=reason)
             await self._until_done(
                 lambda: workflow.execute_activity_method(
@@ -435,9 +582,10 @@ class CheckoutWorkflow:
                 shortages=result.shortages,
             )
         self._result = result
-        if reason is not None:
+        if reason is not None and not self._lean:
             workflow.upsert_search_attributes([sa.REJECT_REASON.value_set(reason.value)])
         self._set_status(status)
+        self._publish()
         return result
 
     @staticmethod
@@ -453,10 +601,35 @@ class CheckoutWorkflow:
 
     def _set_status(self, status: CheckoutStatus) -> None:
         self._status = status
-        workflow.upsert_search_attributes([sa.CHECKOUT_STATUS.value_set(status.value)])
+        if not self._lean:
+            workflow.upsert_search_attributes([sa.CHECKOUT_STATUS.value_set(status.value)])
         # The Web UI's "current details": the step while it runs, then the business outcome, since the
         # workflow's own badge says COMPLETED for a sale and a refusal alike. No command, no event.
         workflow.set_current_details(self._result.headline if self._result else status.value)
+
+    def _publish(self) -> None:
+        """Lean: upsert the search attributes that differ from what the server has, in one command.
+
+        Called before each wait that lasts (the charge, a refund, a step stuck behind an outage) and at
+        the end, so the list shows where a checkout waits: a status that lasts less than one workflow
+        task (RESERVING, CONFIRMING on the happy path) is never upserted, nor is the identity, which the
+        client sets at start."""
+        if not self._lean:
+            return
+        wanted: list[SearchAttributeUpdate[Any]] = [
+            sa.ORDER_ID.value_set(self._request.order_id),
+            sa.CUSTOMER_ID.value_set(self._request.customer_id),
+            sa.CHECKOUT_SKUS.value_set(_skus(self._request)),
+            sa.CHECKOUT_STATUS.value_set(self._status.value),
+        ]
+        if self._prepared is not None:
+            wanted.append(sa.CHECKOUT_AMOUNT.value_set(self._prepared.amount_minor / 100))
+        if self._result is not None and self._result.reason is not None:
+            wanted.append(sa.REJECT_REASON.value_set(self._result.reason.value))
+        changed = [update for update in wanted if self._published.get(update.key.name) != update.value]
+        if changed:
+            workflow.upsert_search_attributes(changed)
+            self._published.update({update.key.name: update.value for update in changed})
 
     # --- handlers ----------------------------------------------------------------------------
 
@@ -511,3 +684,20 @@ class CheckoutWorkflow:
         return (
             self._status in (CheckoutStatus.CONFIRMING, CheckoutStatus.COMPENSATING) or self._status.terminal
         )
+
+
+@workflow.defn(name=STEPWISE_WORKFLOW_TYPE)
+class StepwiseCheckoutWorkflow(CheckoutWorkflow):
+    """Checkouts started before the lean shape, under the type they were started with: a workflow task
+    per step, and activities for the confirmation and the compensations. Workers keep it so that those
+    checkouts finish, and their histories replay (tests/histories); nothing starts new ones."""
+
+    LEAN = False
+
+    @workflow.init
+    def __init__(self, request: CheckoutRequest) -> None:
+        super().__init__(request)
+
+    @workflow.run
+    async def run(self, request: CheckoutRequest) -> CheckoutResult:
+        return await super().run(request)

@@ -224,6 +224,7 @@ def _initial_search_attributes(request: CheckoutRequest) -> TypedSearchAttribute
         [
             SearchAttributePair(sa.ORDER_ID, request.order_id),
             SearchAttributePair(sa.CUSTOMER_ID, request.customer_id),
+            SearchAttributePair(sa.CHECKOUT_SKUS, sorted({line.sku for line in request.lines})),
             SearchAttributePair(sa.CHECKOUT_STATUS, CheckoutStatus.PENDING.value),
         ]
     )

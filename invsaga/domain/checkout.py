@@ -26,7 +26,10 @@ TASK_QUEUE = "inventory-saga"
 # The checkout workflow's names as Temporal knows them: its contract with every client. The workflow
 # declares its handlers under these names, and the client (``invsaga.client``) calls them by name, so a
 # service can start checkouts without importing the workflow (and the store behind its activities).
-WORKFLOW_TYPE = "CheckoutWorkflow"
+WORKFLOW_TYPE = "Checkout"
+#: The type checkouts were started under before the lean shape (two workflow tasks, see
+#: ``workflows.checkout``). Workers still run it, so those checkouts finish; nothing starts new ones.
+STEPWISE_WORKFLOW_TYPE = "CheckoutWorkflow"
 RESERVATION_UPDATE = "reservation"
 CANCEL_UPDATE = "cancel"
 STATUS_QUERY = "status"

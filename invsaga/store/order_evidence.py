@@ -86,6 +86,11 @@ async def held_order_ids(databases: Databases) -> set[str]:
     return {order_id for ids in found for order_id in ids}
 
 
+async def committed_lines(databases: Databases, order_id: str) -> int:
+    """How many of the order's reservation lines are committed (sold), on every shard."""
+    return sum(holds.committed for holds in (await holds_of(databases, [order_id])).get(order_id, []))
+
+
 async def holds_of(databases: Databases, ids: Collection[str]) -> dict[str, list[ShardHolds]]:
     """The lines of each order on every shard, counted by state; orders without lines are absent."""
 

@@ -53,4 +53,4 @@ async def test_workflows_and_activities_are_traced(
             result = await CheckoutClient(temporal_client, task_queue=task_queue).checkout(order((sku, 1)))
     assert result.status is CheckoutStatus.CONFIRMED
     names = {span.name for span in exporter.get_finished_spans()}
-    assert {"RunWorkflow:CheckoutWorkflow", "RunActivity:charge_payment", "RunActivity:commit_stock"} <= names
+    assert {"RunWorkflow:Checkout", "RunActivity:charge_payment", "RunActivity:confirm_order"} <= names

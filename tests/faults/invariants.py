@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import httpx
 
-from invsaga.domain.checkout import CheckoutStatus
+from invsaga.domain.checkout import WORKFLOW_TYPE, CheckoutStatus
 
 if TYPE_CHECKING:
     from tests.faults.harness import Outcome, Scenario
@@ -446,7 +446,7 @@ async def temporal_violations(sc: Scenario) -> list[str]:
     """One checkout per order id, ever: a second run of a workflow id would be a second checkout."""
     runs: dict[str, int] = defaultdict(int)
     async for execution in sc.temporal.list_workflows(
-        f"WorkflowType = 'CheckoutWorkflow' AND WorkflowId STARTS_WITH 'checkout-{sc.prefix}-'"
+        f"WorkflowType = '{WORKFLOW_TYPE}' AND WorkflowId STARTS_WITH 'checkout-{sc.prefix}-'"
     ):
         runs[execution.id] += 1
     violations = [f"inv6 temporal: {wid} has {n} runs" for wid, n in runs.items() if n > 1]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
+from invsaga.domain.checkout import WORKFLOW_TYPE, CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
 from invsaga.domain.errors import InvalidInput
 from tests.helpers import assert_clean_audit, catalog, keep_history, skus_on_shard, stocked_sku
 
@@ -178,7 +178,7 @@ async def test_bad_input_reaching_the_workflow_is_rejected_before_stock_moves(sa
     assert "NOT-IN-CATALOG" in (result.detail or "")
     invalid = order((a, 0))  # skip client validation: start the workflow directly
     await saga.client.start_workflow(
-        "CheckoutWorkflow", invalid, id=f"checkout-{invalid.order_id}", task_queue=saga.task_queue
+        WORKFLOW_TYPE, invalid, id=f"checkout-{invalid.order_id}", task_queue=saga.task_queue
     )
     result = await saga.result(invalid.order_id)
     assert result.status is CheckoutStatus.REJECTED and result.reason is RejectReason.INVALID

@@ -85,7 +85,9 @@ async def test_retry_after_a_lost_reply_applies_nothing_twice(lossy_saga, store,
     declined = await saga.checkout(order((a, 3), token="tok_decline"))
     assert confirmed.status is CheckoutStatus.CONFIRMED
     assert declined.status is CheckoutStatus.REJECTED
-    assert inventory.lost_replies >= 5  # two reserves, two commits, one release at least
+    # The composite steps run a shard's call beside the other's, and the first lost reply cancels its
+    # sibling (which may have committed too): each of place, confirm, place, release loses at least one.
+    assert inventory.lost_replies >= 4
     assert await levels(store, a, b) == {a: (8, 0), b: (9, 0)}
     dupes = await rows_on_every_shard(
         databases,

@@ -5,6 +5,7 @@ after its deadline, and a refund after a partial one. Each ends in exactly one r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import httpx
@@ -17,6 +18,7 @@ from activities.models import CommitInput, FinishOrderInput
 from activities.orders import OrderActivities
 from invsaga.client import CheckoutClient
 from invsaga.domain.checkout import CheckoutStatus, RejectReason
+from invsaga.domain.errors import CancelRefused
 from invsaga.domain.stock import TransitionOutcome
 from tests.helpers import assert_clean_audit, catalog, skus_on_shard, stocked_sku
 from tests.integration.test_checkout_saga import charges_for, order, order_status
@@ -105,16 +107,21 @@ async def assert_undone(databases, payment_sandbox, order_id: str, shard: int) -
 
 
 @pytest.mark.parametrize(
-    ("step", "shard"),
+    ("step", "shard", "how"),
     [
         # Regression: the cancelled commit read as a lost hold, and the committed order was refunded.
-        pytest.param("commit_stock", 0, id="during-confirmation"),
+        # Regression (the lean shape): the cancel arrived while confirm_order ran, so Temporal refused
+        # to complete that workflow task; its re-run took the cancel and refunded a committed order.
+        pytest.param("commit_stock", 0, "temporal", id="during-confirmation"),
+        # The same with the cancel update: refused as too late, or aborted as the checkout completes.
+        pytest.param("commit_stock", 0, "update", id="update-during-confirmation"),
         # Regression: the cancelled finish_order read as "unavailable" and a paid order ended REJECTED.
-        pytest.param("finish_order", 1, id="while-recorded-confirmed"),
+        pytest.param("finish_order", 1, "temporal", id="while-recorded-confirmed"),
+        pytest.param("finish_order", 1, "update", id="update-while-recorded-confirmed"),
     ],
 )
 async def test_a_cancel_after_the_charge_cannot_undo_a_paid_order(
-    slow_saga, store, databases, payment_sandbox, step, shard
+    slow_saga, store, databases, payment_sandbox, step, shard, how
 ):
     saga, inventory, orders = slow_saga
     sku = await stocked_sku(databases, store, 5, shard=shard)
@@ -122,7 +129,12 @@ async def test_a_cancel_after_the_charge_cannot_undo_a_paid_order(
     await saga.start(request)
     paused = inventory.committing if step == "commit_stock" else orders.finishing
     await asyncio.wait_for(paused.wait(), 30)
-    await saga.handle(request.order_id).cancel()
+    if how == "temporal":
+        await saga.handle(request.order_id).cancel()
+    else:
+        # Accepted or refused as too late: either way the paid order must end confirmed.
+        with contextlib.suppress(CancelRefused):
+            await saga.cancel(request.order_id)
 
     await assert_confirmed_once(saga, databases, payment_sandbox, request, shard=shard)
     [level] = await store.get(sku)

@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import models
+from activities.checkout import CheckoutActivities
 from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
 from invsaga.domain.stock import Allocation, HoldState, ReserveOutcome, StockLine, TransitionOutcome
 from workflows.checkout import CheckoutWorkflow
@@ -86,9 +87,17 @@ class FakeSaga:
         self.finished.append(inp.status)
         return inp.status
 
+    async def sold_lines(self, order_id: str) -> int:
+        """Lines the fake commits made: a commit answers once it has committed."""
+        return 0 if self.commit_closed else self.calls["commit"]
+
     def all(self) -> list[object]:
+        # The composite steps over these fakes, as the worker composes them over the real ones.
+        composite = CheckoutActivities(self, self, route=lambda lines: {0: lines}, sold=self.sold_lines)
         return [self.prepare_order, self.reserve_stock, self.pin_stock, self.release_stock,
-                self.commit_stock, self.charge_payment, self.refund_payment, self.finish_order]  # fmt: skip
+                self.commit_stock, self.charge_payment, self.refund_payment, self.finish_order,
+                composite.place_order, composite.confirm_order, composite.release_order,
+                composite.sold_lines]  # fmt: skip
 
 
 def _request(token: str = "tok_success") -> CheckoutRequest:

@@ -18,8 +18,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from invsaga.temporal.codec import data_converter
-from tests.helpers import HISTORIES, HISTORY_KEYS
-from workflows.checkout import CheckoutWorkflow
+from tests.helpers import HISTORIES, HISTORY_KEYS, HISTORY_SHAPE
+from workflows.checkout import CheckoutWorkflow, StepwiseCheckoutWorkflow
 from workflows.hold_sweeper import HoldSweeperWorkflow
 
 HISTORY_FILES = sorted(HISTORIES.glob("*.json"))
@@ -37,10 +37,13 @@ def test_every_saga_path_has_a_committed_history():
         "cancelled_workflow",
         "rejected_invalid",
     }
+    # Payloads encrypted by the codec (invsaga/temporal/codec.py), under HISTORY_KEYS.
+    lean = {*expected, "confirmed_encrypted"}
     # Recorded after holds were pinned before the charge (patch "order-ends-right-1").
     expected |= {f"{name}_pinned" for name in expected}
-    # Payloads encrypted by the codec (invsaga/temporal/codec.py), under HISTORY_KEYS.
     expected.add("confirmed_encrypted")
+    # Recorded in the lean shape (workflow type "Checkout"): the same paths, fewer tasks and events.
+    expected |= {f"{name}_{HISTORY_SHAPE}" for name in lean}
     assert expected <= names, f"missing histories: {sorted(expected - names)}"
 
 
@@ -49,7 +52,7 @@ async def test_history_replays(path):
     history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
     replayer = Replayer(
         # With the codec: encrypted histories decode, and plain ones (written before it) pass through.
-        workflows=[CheckoutWorkflow, HoldSweeperWorkflow],
+        workflows=[CheckoutWorkflow, StepwiseCheckoutWorkflow, HoldSweeperWorkflow],
         data_converter=data_converter(HISTORY_KEYS),
     )
     await replayer.replay_workflow(history)
@@ -85,5 +88,5 @@ def test_histories_name_types_not_module_paths():
             elif key == "data" and isinstance(value, str):
                 text = base64.b64decode(value).decode(errors="replace")
                 assert not _MODULE_PATH.search(text), f"{path.name}: a payload names a module: {text[:200]}"
-    assert {"CheckoutWorkflow", "charge_payment", "commit_stock"} <= types
+    assert {"Checkout", "CheckoutWorkflow", "charge_payment", "commit_stock"} <= types
     assert not [name for name in types if "." in name], sorted(types)

@@ -1,0 +1,176 @@
+"""The checkout's database steps composed into two calls, each run as one local activity.
+
+``place_order`` records the order, reserves its stock on every shard and pins the holds: the whole
+stock decision, in the workflow's first task. ``confirm_order`` commits the holds on every shard and
+records the order confirmed: the whole confirmation, in the task after the charge. A checkout thus
+costs two workflow tasks and one activity (the charge) on its happy path, instead of a task per step.
+
+Each part is the same idempotent call the single-step activities make (they are called, so a test
+that wraps one of them wraps it here too), so a retry of the whole composite after a crash anywhere
+in it replays what was done and does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.errors import domain_errors_as_application_errors
+from activities.models import (
+    CommitInput,
+    ConfirmOrderInput,
+    FinishOrderInput,
+    OrderRef,
+    PinInput,
+    PlacedOrder,
+    PlaceOrderInput,
+    PreparedOrder,
+    PrepareOrderInput,
+    ReleaseInput,
+    ReleaseOrderInput,
+    ReserveInput,
+)
+from activities.orders import stock_lines
+from invsaga.domain.errors import InvalidInput, ReservationClosed
+from invsaga.domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
+
+T = TypeVar("T")
+#: In the details of a refusal of the order itself on the place step's first attempt: no reserve of
+#: this order can have run, so the checkout has nothing to release (and writes no fence rows).
+RESERVED_NOTHING = "reserved_nothing"
+#: Lines per shard, as ``ShardRouter.group_lines`` answers.
+Route = Callable[[list[StockLine]], dict[int, list[StockLine]]]
+#: How many of the order's reservation lines are committed, on every shard.
+CountSold = Callable[[str], Awaitable[int]]
+
+
+class OrderSteps(Protocol):
+    """The single order steps (``activities.orders.OrderActivities``, or a test's fakes)."""
+
+    def prepare_order(self, inp: PrepareOrderInput) -> Awaitable[PreparedOrder]: ...
+    def finish_order(self, inp: FinishOrderInput) -> Awaitable[str]: ...
+
+
+class InventorySteps(Protocol):
+    """The single stock steps (``activities.inventory.InventoryActivities``, or a test's fakes)."""
+
+    def reserve_stock(self, inp: ReserveInput) -> Awaitable[ReserveOutcome]: ...
+    def pin_stock(self, inp: PinInput) -> Awaitable[TransitionOutcome]: ...
+    def commit_stock(self, inp: CommitInput) -> Awaitable[TransitionOutcome]: ...
+    def release_stock(self, inp: ReleaseInput) -> Awaitable[TransitionOutcome]: ...
+
+
+async def _on_every_shard(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Run the per-shard calls at once; on the first failure, cancel the rest and raise it."""
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_awaited(call)) for call in calls]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+async def _awaited(call: Awaitable[T]) -> T:
+    return await call
+
+
+def _details(err: ApplicationError) -> dict[str, object]:
+    first = err.details[0] if err.details else None
+    return dict(first) if isinstance(first, dict) else {}
+
+
+def _pieces(lines: list[StockLine], outcome: ReserveOutcome) -> list[StockLine]:
+    """What to pin on a shard: every reservation row the reserve made there, so one missing is seen."""
+    if not outcome.allocations:
+        return lines
+    return [StockLine(sku=p.sku, location=p.location, quantity=p.quantity) for p in outcome.allocations]
+
+
+class CheckoutActivities:
+    def __init__(self, orders: OrderSteps, inventory: InventorySteps, route: Route, sold: CountSold) -> None:
+        self.orders = orders
+        self.inventory = inventory
+        self.route = route
+        self.sold = sold
+
+    @activity.defn
+    @domain_errors_as_application_errors
+    async def place_order(self, inp: PlaceOrderInput) -> PlacedOrder:
+        try:
+            prepared = await self.orders.prepare_order(PrepareOrderInput(request=inp.request))
+        except ApplicationError as err:
+            if err.non_retryable and activity.info().attempt == 1:
+                raise ApplicationError(
+                    err.message, {**_details(err), RESERVED_NOTHING: True}, type=err.type, non_retryable=True
+                ) from err
+            raise
+        reserved = await _on_every_shard(
+            self.inventory.reserve_stock(
+                ReserveInput(
+                    order_id=prepared.order_id,
+                    shard=group.shard,
+                    lines=group.lines,
+                    ttl_seconds=prepared.hold_ttl_seconds,
+                    allocation=prepared.allocation,
+                )
+            )
+            for group in prepared.shards
+        )
+        placed = PlacedOrder(prepared=prepared, reserved=reserved)
+        if any(outcome.state is not HoldState.HELD or outcome.shortages for outcome in reserved):
+            return placed  # nothing to pin: the workflow refuses the order and releases what was held
+        try:
+            await _on_every_shard(
+                self.inventory.pin_stock(
+                    PinInput(order_id=prepared.order_id, shard=group.shard, lines=_pieces(group.lines, done))
+                )
+                for group, done in zip(prepared.shards, reserved, strict=True)
+            )
+        except ApplicationError as err:
+            if err.type != ReservationClosed.code:
+                raise
+            return placed.model_copy(update={"pin_refused": err.message})
+        return placed.model_copy(update={"pinned": True})
+
+    @activity.defn
+    @domain_errors_as_application_errors
+    async def confirm_order(self, inp: ConfirmOrderInput) -> str:
+        """Commit on every shard, then record the order confirmed; a closed hold refuses the commit
+        (``ReservationClosed``) and nothing is recorded."""
+        await _on_every_shard(
+            self.inventory.commit_stock(CommitInput(order_id=inp.order_id, shard=shard))
+            for shard in inp.shards
+        )
+        return await self.orders.finish_order(FinishOrderInput(order_id=inp.order_id, status="confirmed"))
+
+    @activity.defn
+    @domain_errors_as_application_errors
+    async def sold_lines(self, inp: OrderRef) -> int:
+        """The order's committed reservation lines on every shard: more than none after a successful
+        charge means a confirmation ran whose workflow task was lost (see the workflow's
+        ``_confirmed_by_a_lost_task``)."""
+        return await self.sold(inp.order_id)
+
+    @activity.defn
+    @domain_errors_as_application_errors
+    async def release_order(self, inp: ReleaseOrderInput) -> int:
+        """Release the order's holds on every shard its lines route to; returns the lines released.
+
+        Routed here, not from a placement recorded earlier, so it also covers a place step that never
+        answered. Lines the store would refuse were never reserved: there is nothing to release.
+        """
+        try:
+            lines = stock_lines(inp.lines)
+        except InvalidInput:
+            return 0
+        groups = self.route(lines)
+        released = await _on_every_shard(
+            self.inventory.release_stock(ReleaseInput(order_id=inp.order_id, shard=shard, lines=group))
+            for shard, group in groups.items()
+        )
+        return sum(outcome.moved_lines for outcome in released)
