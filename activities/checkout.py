@@ -33,6 +33,8 @@ from activities.models import (
     ReleaseInput,
     ReleaseOrderInput,
     ReserveInput,
+    pin_lines,
+    reserve_input,
 )
 from activities.orders import stock_lines
 from invsaga.domain.errors import InvalidInput, ReservationClosed
@@ -84,13 +86,6 @@ def _details(err: ApplicationError) -> dict[str, object]:
     return dict(first) if isinstance(first, dict) else {}
 
 
-def _pieces(lines: list[StockLine], outcome: ReserveOutcome) -> list[StockLine]:
-    """What to pin on a shard: every reservation row the reserve made there, so one missing is seen."""
-    if not outcome.allocations:
-        return lines
-    return [StockLine(sku=p.sku, location=p.location, quantity=p.quantity) for p in outcome.allocations]
-
-
 class CheckoutActivities:
     def __init__(self, orders: OrderSteps, inventory: InventorySteps, route: Route, sold: CountSold) -> None:
         self.orders = orders
@@ -110,16 +105,7 @@ class CheckoutActivities:
                 ) from err
             raise
         reserved = await _on_every_shard(
-            self.inventory.reserve_stock(
-                ReserveInput(
-                    order_id=prepared.order_id,
-                    shard=group.shard,
-                    lines=group.lines,
-                    ttl_seconds=prepared.hold_ttl_seconds,
-                    allocation=prepared.allocation,
-                )
-            )
-            for group in prepared.shards
+            self.inventory.reserve_stock(reserve_input(prepared, group)) for group in prepared.shards
         )
         placed = PlacedOrder(prepared=prepared, reserved=reserved)
         if any(outcome.state is not HoldState.HELD or outcome.shortages for outcome in reserved):
@@ -127,7 +113,11 @@ class CheckoutActivities:
         try:
             await _on_every_shard(
                 self.inventory.pin_stock(
-                    PinInput(order_id=prepared.order_id, shard=group.shard, lines=_pieces(group.lines, done))
+                    PinInput(
+                        order_id=prepared.order_id,
+                        shard=group.shard,
+                        lines=pin_lines(group.lines, done.allocations),
+                    )
                 )
                 for group, done in zip(prepared.shards, reserved, strict=True)
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from invsaga.domain.checkout import CheckoutLine, CheckoutRequest
-from invsaga.domain.stock import AllocationPolicy, ReserveOutcome, StockLine
+from invsaga.domain.stock import Allocation, AllocationPolicy, ReserveOutcome, StockLine
 from invsaga.payments.refunds import RefundOutcome as RefundOutcome  # the refund activity's result
 
 
@@ -37,6 +37,25 @@ class ReserveInput(BaseModel):
     lines: list[StockLine]
     ttl_seconds: int
     allocation: AllocationPolicy = AllocationPolicy()
+
+
+def reserve_input(prepared: PreparedOrder, group: ShardLines) -> ReserveInput:
+    """The reserve of the order's lines on one of its shards, with the order's hold TTL and allocation."""
+    return ReserveInput(
+        order_id=prepared.order_id,
+        shard=group.shard,
+        lines=group.lines,
+        ttl_seconds=prepared.hold_ttl_seconds,
+        allocation=prepared.allocation,
+    )
+
+
+def pin_lines(lines: list[StockLine], allocations: list[Allocation]) -> list[StockLine]:
+    """What to pin on a shard: every reservation row the reserve made there (``allocations``), so that
+    one missing is seen; the lines themselves for an outcome recorded before allocation."""
+    if not allocations:
+        return lines
+    return [StockLine(sku=p.sku, location=p.location, quantity=p.quantity) for p in allocations]
 
 
 class ReleaseInput(BaseModel):

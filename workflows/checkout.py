@@ -35,8 +35,9 @@ with workflow.unsafe.imports_passed_through():
         RefundInput,
         ReleaseInput,
         ReleaseOrderInput,
-        ReserveInput,
         ShardLines,
+        pin_lines,
+        reserve_input,
     )
     from activities.orders import OrderActivities
     from activities.payments import PaymentActivities
@@ -324,22 +325,11 @@ class CheckoutWorkflow:
     def _pieces(self, group: ShardLines) -> list[StockLine]:
         """What to pin on a shard: every reservation row the reserve made there, so that one missing is
         seen; the lines themselves for an outcome recorded before allocation (all located then)."""
-        pieces = self._allocations.get(group.shard)
-        if not pieces:
-            return group.lines
-        return [StockLine(sku=p.sku, location=p.location, quantity=p.quantity) for p in pieces]
+        return pin_lines(group.lines, self._allocations.get(group.shard, []))
 
     async def _reserve_on(self, group: ShardLines, prepared: PreparedOrder) -> ReserveOutcome:
         return await _quick_db_step(
-            InventoryActivities.reserve_stock,
-            ReserveInput(
-                order_id=prepared.order_id,
-                shard=group.shard,
-                lines=group.lines,
-                ttl_seconds=prepared.hold_ttl_seconds,
-                allocation=prepared.allocation,
-            ),
-            for_good=INPUT_ERRORS,
+            InventoryActivities.reserve_stock, reserve_input(prepared, group), for_good=INPUT_ERRORS
         )
 
     async def _pin(self, prepared: PreparedOrder) -> None:
