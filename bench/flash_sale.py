@@ -156,6 +156,11 @@ def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     return snapshot
 
 
+def _loadavg() -> str:
+    """The machine's load averages (1, 5, 15 min): another session's tests share these 2 cores."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def _cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {name: round(after[name] - before[name], 1) for name in before}
 
@@ -168,10 +173,17 @@ async def _run(
     databases = await Databases.open(settings)
     store = StockStore(databases)
     try:
+        load_before = _loadavg()
         # The HTTP ceiling: the same load generator against the API's no-op health check.
+        generator_cpu = time.process_time()
+        api_cpu = _cpu_snapshot({"api": pids["api"]})
         noop, noop_seconds = await send_all(
             api, (Call("GET", "/healthz", {}) for _ in range(args.buyers)), connections=args.connections
         )
+        noop_cpu = {
+            "generator": round(time.process_time() - generator_cpu, 2),
+            **_cpu_used(api_cpu, _cpu_snapshot({"api": pids["api"]})),
+        }
         noop_rate = len(noop) / noop_seconds
         cpu_before = _cpu_snapshot(pids)
         floor_started = time.perf_counter()
@@ -189,7 +201,18 @@ async def _run(
         flash_seconds, confirmed, unsold = await _settled(store, FLASH, flash_started, accepted, client)
         cpu = _cpu_used(cpu_before, _cpu_snapshot(pids))
         # Once sold out: how fast late buyers are turned away, nothing else going on.
+        generator_cpu = time.process_time()
+        api_cpu = _cpu_snapshot({"api": pids["api"]})
         late, late_seconds = await _buyers(api, key, FLASH, args.buyers // 4, args.connections, 0.0)
+        late_cpu = {
+            "generator": round(time.process_time() - generator_cpu, 2),
+            **_cpu_used(api_cpu, _cpu_snapshot({"api": pids["api"]})),
+        }
+        # The ceiling again, right after: neighbours on a shared machine move both rates together.
+        noop_late, noop_late_seconds = await send_all(
+            api, (Call("GET", "/healthz", {}) for _ in range(len(late))), connections=args.connections
+        )
+        noop_late_rate = len(noop_late) / noop_late_seconds
         # Stock that comes back: how soon is it sellable again through the API?
         resale, resale_refused = await _resale_delays(api, key, store, client, rounds=args.resales)
         workflows = (await temporal.count_workflows(f"CheckoutSkus = '{FLASH}'")).count
@@ -256,9 +279,24 @@ async def _run(
             "fast_path": len(late_fast),
             "rejections_per_second": round(len(late) / late_seconds, 1),
             "rejections_to_noop_ratio": round(len(late) / late_seconds / noop_rate, 2),
+            "noop_requests_per_second_right_after": round(noop_late_rate, 1),
+            "rejections_to_noop_right_after_ratio": round(len(late) / late_seconds / noop_late_rate, 2),
             "p50_ms": round(late_load.percentile(50), 2),
             "p99_ms": round(late_load.percentile(99), 2),
         },
+        # CPU seconds of the load generator (this process) and of the API, per phase, and per request:
+        # the generator must not be the bottleneck of either rate.
+        "cpu_seconds_during_noop": noop_cpu,
+        "cpu_seconds_after_sell_out": late_cpu,
+        "api_cpu_ms_per_request": {
+            "noop": round(noop_cpu["api"] * 1000 / len(noop), 3),
+            "after_sell_out": round(late_cpu["api"] * 1000 / len(late), 3),
+        },
+        "generator_cpu_ms_per_request": {
+            "noop": round(noop_cpu["generator"] * 1000 / len(noop), 3),
+            "after_sell_out": round(late_cpu["generator"] * 1000 / len(late), 3),
+        },
+        "loadavg_before_and_after": [load_before, _loadavg()],
         "oversold_units": oversold,
         "stranded_units": stranded,
         "audit_clean": report.clean,

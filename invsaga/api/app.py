@@ -27,6 +27,7 @@ from invsaga.api import (
 )
 from invsaga.api.auth import ApiKeys
 from invsaga.api.deps import ApiDeps
+from invsaga.api.fast_refusal import FastRefusalMiddleware
 from invsaga.api.limits import BodyLimitMiddleware
 from invsaga.domain.errors import ConfigurationError, InventoryError
 from invsaga.settings import Settings, load_settings
@@ -126,7 +127,9 @@ def create_app(settings: Settings, *, deps: ApiDeps | None = None) -> FastAPI:
         health,
     ):
         app.include_router(module.router)
-    # Middleware added last runs first: metrics see every answer, including a 413 from the body limit.
+    # Middleware added last runs first: metrics see every answer, including a 413 from the body limit,
+    # and the sold-out answers given in front of the routes.
+    app.add_middleware(FastRefusalMiddleware, routes=routes_checkouts.router.routes)
     app.add_middleware(BodyLimitMiddleware)
     metrics.install(app)
     _document_problems(app)

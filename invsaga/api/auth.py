@@ -32,6 +32,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from invsaga.api.errors import Forbidden, Unauthorized
 from invsaga.domain.errors import ConfigurationError
@@ -123,23 +124,38 @@ _bearer = HTTPBearer(
 Authorizer = Callable[[Request, HTTPAuthorizationCredentials | None], Awaitable[Principal]]
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """Which scopes a route admits; the one check, inside FastAPI's dependencies and outside them."""
+
+    scopes: tuple[Scope, ...]
+
+    def admit(self, keys: ApiKeys, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+        """The caller, or the 401/403 refusal."""
+        if credentials is None:
+            raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+        principal = keys.authenticate(credentials.credentials)
+        if principal is None:
+            raise Unauthorized("the API key is not valid")
+        if not principal.scopes & frozenset(self.scopes):
+            names = " or ".join(s.value for s in self.scopes)
+            raise Forbidden(f"this route needs an API key with the {names} scope")
+        return principal
+
+    async def caller(self, connection: HTTPConnection) -> Principal:
+        """``admit`` for a request FastAPI has not parsed (the fast refusal path): the same header
+        parsing (``HTTPBearer``) and the same keys."""
+        return self.admit(connection.app.state.api_keys, await _bearer(connection))
+
+
 def requires(*scopes: Scope) -> Authorizer:
     """A dependency admitting keys with any of ``scopes``; it returns the caller."""
-    allowed = frozenset(scopes)
-    names = " or ".join(s.value for s in scopes)
+    requirement = Requirement(scopes)
 
     async def authorize(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
-        if credentials is None:
-            raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        keys: ApiKeys = request.app.state.api_keys
-        principal = keys.authenticate(credentials.credentials)
-        if principal is None:
-            raise Unauthorized("the API key is not valid")
-        if not principal.scopes & allowed:
-            raise Forbidden(f"this route needs an API key with the {names} scope")
-        return principal
+        return requirement.admit(request.app.state.api_keys, credentials)
 
     return authorize
 
@@ -182,7 +198,8 @@ def generate_dev_keys(data_dir: Path) -> DevKeys:
 #: The callers each route takes, as dependencies: reads take either scope, checkouts ``checkout``,
 #: changes ``admin``.
 Reader = Annotated[Principal, Depends(requires(Scope.CHECKOUT, Scope.ADMIN))]
-Service = Annotated[Principal, Depends(requires(Scope.CHECKOUT))]
+SERVICE = Requirement((Scope.CHECKOUT,))
+Service = Annotated[Principal, Depends(requires(*SERVICE.scopes))]
 Operator = Annotated[Principal, Depends(requires(Scope.ADMIN))]
 #: What every route that needs a key may answer without one, or with one that lacks the scope.
 AUTH_ERRORS = (Unauthorized, Forbidden)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from temporalio.client import Client
 
+from invsaga.api.fresh_requests import FreshRequests
 from invsaga.api.sold_out import SoldOutScreen
 from invsaga.client import CheckoutClient
 from invsaga.settings import Settings
@@ -26,6 +27,11 @@ class ApiDeps:
     checkouts: CheckoutClient
     #: The sold-out fast path in front of ``checkouts``; without it every buyer starts a checkout.
     sold_out: SoldOutScreen | None = None
+    #: The fast path's "is this request new?" reads, batched across concurrent buyers.
+    fresh: FreshRequests = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fresh = FreshRequests(self.databases.core_autocommit)
 
     @property
     def temporal(self) -> Client:

@@ -15,8 +15,8 @@ the same request gets that exact answer without running again (``Idempotent-Repl
   instead of being treated, and screened, as a new request.
 - Malformed requests are refused before the key is looked at, so fixing one and retrying is not "reuse".
 - A checkout the sold-out hint refuses for a never-used key and a never-started order is answered
-  before this runs and not recorded (``invsaga/api/routes_checkouts.py``): nothing happened, so
-  nothing to replay.
+  before this runs and not recorded (``invsaga/api/fast_refusal.py``, ``invsaga/api/routes_checkouts.py``):
+  nothing happened, so nothing to replay.
 """
 
 from __future__ import annotations

@@ -109,6 +109,8 @@ async def post_checkout(
     ):
         # The flash-sale fast path: nothing can have happened for this request, so its refusal is
         # answered from memory and not recorded (a retry just asks again). One read, no write.
+        # Most such buyers are answered this same way before FastAPI parses them
+        # (invsaga/api/fast_refusal.py); this is the answer for those it let through.
         return as_response(problem_answer(refusal_for(sold_out), instance), replayed=False)
 
     async def start(first: bool) -> StoredResponse:

@@ -9,10 +9,13 @@ workflow id, a receipt's movement key), because a duplicate that finds an unfini
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import Text
 
 from invsaga.store.databases import unavailable_as
 
@@ -35,6 +38,18 @@ _UNUSED = text(
     "SELECT NOT EXISTS (SELECT 1 FROM api_idempotency_keys"
     "                    WHERE principal = :principal AND idempotency_key = :key)"
     "   AND NOT EXISTS (SELECT 1 FROM orders WHERE order_id = :order_id)"
+)
+
+# The same test as _UNUSED for many requests in one statement: the positions (1-based) of the unused ones.
+_UNUSED_AMONG = text(
+    "SELECT r.n FROM unnest(:principals, :keys, :order_ids) WITH ORDINALITY AS r(principal, key, order_id, n)"
+    " WHERE NOT EXISTS (SELECT 1 FROM api_idempotency_keys k"
+    "                    WHERE k.principal = r.principal AND k.idempotency_key = r.key)"
+    "   AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = r.order_id)"
+).bindparams(
+    bindparam("principals", type_=ARRAY(Text)),
+    bindparam("keys", type_=ARRAY(Text)),
+    bindparam("order_ids", type_=ARRAY(Text)),
 )
 
 # Completes this request's claim, or records the response outright when the claim is gone (its owner
@@ -96,6 +111,19 @@ async def is_unused(core: AsyncEngine, principal: str, key: str, *, order_id: st
     params = {"principal": principal, "key": key, "order_id": order_id}
     async with unavailable_as(_LABEL), core.connect() as conn:
         return bool(await conn.scalar(_UNUSED, params))
+
+
+async def unused_among(core: AsyncEngine, requests: Sequence[tuple[str, str, str]]) -> list[bool]:
+    """``is_unused`` for each (principal, key, order id) of ``requests``, in one read: the fast path's
+    checks of concurrent buyers share one round trip (``invsaga.api.fresh_requests``)."""
+    params = {
+        "principals": [principal for principal, _, _ in requests],
+        "keys": [key for _, key, _ in requests],
+        "order_ids": [order_id for _, _, order_id in requests],
+    }
+    async with unavailable_as(_LABEL), core.connect() as conn:
+        unused = set((await conn.scalars(_UNUSED_AMONG, params)).all())
+    return [position in unused for position in range(1, len(requests) + 1)]
 
 
 async def claim_key(core: AsyncEngine, principal: str, key: str, request_hash: str) -> KeyClaim:

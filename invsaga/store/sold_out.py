@@ -6,7 +6,8 @@ forgets it as soon as Postgres notifies that stock came back (a release, expiry,
 or import fire ``stock_available``; see the shard schema). "Available" is never answered here: such
 requests always go to the database, so consistency is untouched. A per-SKU generation counter stops
 a slow "sold out" answer from overwriting a newer notification, a maximum age bounds staleness if a
-notification is ever missed, and a lost listener connection clears everything.
+notification is ever missed, and a lost listener connection clears everything (so does a new one:
+what was learned while a shard went unheard may have missed its stock coming back).
 
 Rows are keyed by (sku, location). The location None stands for a line without a location, which may
 take units from any of the SKU's locations: it is marked only when the database said the SKU had
@@ -59,6 +60,10 @@ class SoldOutHint:
             self._sold_out.pop((sku, location), None)
             return False
         return True
+
+    def any_sold_out(self) -> bool:
+        """Whether ``sold_out`` may say True for anything: a check cheap enough for every request."""
+        return self._listening >= len(self._dsns) and bool(self._sold_out)
 
     def token(self, sku: str) -> tuple[int, int]:
         """Take before asking the database; pass to ``mark_sold_out`` with its answer."""
@@ -121,6 +126,9 @@ class SoldOutHint:
                 connection = await asyncpg.connect(dsn, timeout=5)
                 connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._on_notify)
+                # A "sold out" learned while this shard was not heard may have missed its stock
+                # coming back: it is forgotten, and the database is asked again.
+                self._forget_all()
                 self._listening += 1
                 try:
                     await lost.wait()

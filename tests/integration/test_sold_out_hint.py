@@ -131,3 +131,31 @@ async def test_starting_the_order_that_took_the_last_unit_again_attaches_to_its_
     assert again.held and not again.fast_path and again.order_id == winner.order_id
     assert (await saga.result(winner.order_id)).status is CheckoutStatus.CONFIRMED
     assert await levels(store, sku) == {sku: (0, 0)}
+
+
+async def test_what_the_hint_learned_before_it_listened_is_forgotten_once_it_listens(settings, store):
+    """Regression: a "sold out" learned before the LISTEN connections were up survived them, so stock
+    that came back in between (its notification sent to nobody) stayed hidden for up to max_age."""
+    hint = SoldOutHint(settings.shard_urls, max_age_seconds=30)
+    (sku,) = skus_on_shard(store.router, 0, 1)
+    hint.mark_sold_out(sku, "main", hint.token(sku))
+    assert not hint.sold_out(sku, "main")  # not listening: it says nothing
+    await hint.start()
+    try:
+        await hint.wait_listening()
+        assert not hint.sold_out(sku, "main")
+    finally:
+        await hint.close()
+
+
+async def test_any_sold_out_is_what_lets_the_fast_path_look_at_a_request(hint, store):
+    """The API's fast path reads a checkout's body only while ``any_sold_out()``: True whenever
+    ``sold_out`` could be, False once the hint holds nothing."""
+    (sku,) = skus_on_shard(store.router, 0, 1)
+    await stock_up(store, sku, 1)
+    await store.reserve(0, request("h-any", (sku, 1)))
+    assert not hint.any_sold_out()
+    hint.mark_sold_out(sku, "main", hint.token(sku))
+    assert hint.any_sold_out() and hint.sold_out(sku, "main")
+    await store.release(0, "h-any", [StockLine(sku=sku, quantity=1)])
+    await _until(lambda: not hint.any_sold_out())
