@@ -45,7 +45,13 @@ from invsaga.client import CheckoutClient
 from invsaga.dev.ports import free_port, wait_for_port
 from invsaga.dev.postgres import start_fleet
 from invsaga.dev.temporal import start_dev_server
-from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, workflow_id_for
+from invsaga.domain.checkout import (
+    STEPWISE_WORKFLOW_TYPE,
+    CheckoutLine,
+    CheckoutRequest,
+    CheckoutStatus,
+    workflow_id_for,
+)
 from invsaga.domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
 from invsaga.settings import Settings, load_settings
 from invsaga.store.catalog import Product, upsert_products
@@ -108,6 +114,13 @@ class NoopActivities:
         return [self.prepare_order, self.reserve_stock, self.release_stock, self.pin_stock, self.commit_stock,
                 self.finish_order, self.charge_payment, self.refund_payment, composite.place_order,
                 composite.confirm_order, composite.release_order, composite.sold_lines]  # fmt: skip
+
+
+class StepwiseCheckoutClient(CheckoutClient):
+    """Starts the stepwise shape (``StepwiseCheckoutWorkflow``, the type before the lean checkout), so
+    the same run measures what the lean shape saves."""
+
+    workflow_type = STEPWISE_WORKFLOW_TYPE
 
 
 def _request(n: int) -> CheckoutRequest:
@@ -235,10 +248,10 @@ def _cpu_seconds(temporal_pid: int) -> dict[str, float]:
 
 def _round_order(index: int) -> tuple[str, ...]:
     """The minimal workflow, then the two floors and the plain and the encrypted saga, each pair swapped
-    every other round."""
+    every other round, then the stepwise saga."""
     sagas = ("saga", "saga_encrypted") if index % 2 == 0 else ("saga_encrypted", "saga")
     floors = ("floor", "floor_sandboxed") if index % 2 == 0 else ("floor_sandboxed", "floor")
-    return ("minimal", *floors, *sagas)
+    return ("minimal", *floors, *sagas, "saga_stepwise")
 
 
 async def _run(
@@ -259,9 +272,8 @@ async def _run(
     assert keys is not None
     codec = await _codec_cost(keys)
 
-    rounds: dict[str, list[float]] = {
-        "minimal": [], "floor": [], "floor_sandboxed": [], "saga": [], "saga_encrypted": []
-    }  # fmt: skip
+    modes = ("minimal", "floor", "floor_sandboxed", "saga", "saga_encrypted", "saga_stepwise")
+    rounds: dict[str, list[float]] = {mode: [] for mode in modes}
     cpu_ms: dict[str, dict[str, list[float]]] = {mode: {} for mode in rounds}
     shapes: dict[str, dict[str, float]] = {}
     async with WorkerDeps.open(settings) as deps:
@@ -290,7 +302,8 @@ async def _run(
                 else:
                     mode_settings = encrypted if mode == "saga_encrypted" else settings
                     worker = build_worker(temporal, mode_settings, deps, task_queue=queue)
-                client = CheckoutClient(temporal, task_queue=queue)
+                kind = StepwiseCheckoutClient if mode == "saga_stepwise" else CheckoutClient
+                client = kind(temporal, task_queue=queue)
                 async with worker:
                     cpu_before = _cpu_seconds(temporal_pid)
                     rate, ids = await _drive(client, args.checkouts, args.concurrency)
@@ -318,6 +331,9 @@ async def _run(
         # The sandbox lever: the same floor with the SDK's default runner, and the CPU it costs.
         "floor_sandboxed_per_second_median": round(median(rounds["floor_sandboxed"]), 1),
         "passthrough_ratio": round(floor / median(rounds["floor_sandboxed"]), 3),
+        # The shape lever: the same real saga as the stepwise workflow type, in the same run.
+        "saga_stepwise_per_second_median": round(median(rounds["saga_stepwise"]), 1),
+        "lean_ratio": round(saga / median(rounds["saga_stepwise"]), 3),
         "minimal_workflow_per_second_median": round(minimal, 1),
         "ratio_to_minimal": round(saga / minimal, 3),
         "target_ratio_to_minimal_min": 0.5,
@@ -386,6 +402,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "no-op floor, SDK's default sandbox": (xs, payload["rounds"]["floor_sandboxed"]),
             "real saga": (xs, payload["rounds"]["saga"]),
             "real saga, payloads encrypted": (xs, payload["rounds"]["saga_encrypted"]),
+            "real saga, stepwise shape": (xs, payload["rounds"]["saga_stepwise"]),
         },
         "round",
         "checkouts per second",

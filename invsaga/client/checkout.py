@@ -60,6 +60,9 @@ DecisionListener = Callable[[ReservationView], None]
 
 
 class CheckoutClient:
+    #: The workflow type it starts (a benchmark's subclass starts the stepwise shape, for comparison).
+    workflow_type = WORKFLOW_TYPE
+
     def __init__(self, client: Client, *, task_queue: str = TASK_QUEUE) -> None:
         self.client = client
         self.task_queue = task_queue
@@ -102,7 +105,7 @@ class CheckoutClient:
         refuse_invalid(request)
         summary = OrderSummary.of(request)
         operation: WithStartWorkflowOperation[Any, CheckoutResult] = WithStartWorkflowOperation(
-            WORKFLOW_TYPE, request, result_type=CheckoutResult, **self._start_options(request)
+            self.workflow_type, request, result_type=CheckoutResult, **self._start_options(request)
         )
         try:
             # The update's validator refuses another order under this id (OrderIdReused).
@@ -150,7 +153,7 @@ class CheckoutClient:
         try:
             async with domain_errors(request.order_id):
                 handle = await self.client.start_workflow(
-                    WORKFLOW_TYPE, request, result_type=CheckoutResult, **self._start_options(request)
+                    self.workflow_type, request, result_type=CheckoutResult, **self._start_options(request)
                 )
         except WorkflowAlreadyStartedError:
             return workflow_id_for(request.order_id)
