@@ -125,7 +125,7 @@ class CheckoutActivities:
             if err.type != ReservationClosed.code:
                 raise
             return placed.model_copy(update={"pin_refused": err.message})
-        return placed.model_copy(update={"pinned": True})
+        return placed
 
     @activity.defn
     @domain_errors_as_application_errors

@@ -118,9 +118,8 @@ class PlacedOrder(BaseModel):
     prepared: PreparedOrder
     #: One outcome per entry of ``prepared.shards``, in the same order.
     reserved: list[ReserveOutcome]
-    #: Every hold is pinned (so none can expire while the buyer pays). False when nothing was held.
-    pinned: bool = False
-    #: Why pinning was refused: a hold closed between the reserve and the pin.
+    #: Why pinning was refused: a hold closed between the reserve and the pin. With a shortage or an
+    #: unknown SKU nothing is pinned (the workflow refuses the order); otherwise every hold is.
     pin_refused: str | None = None
 
 
