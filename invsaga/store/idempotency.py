@@ -33,14 +33,9 @@ _READ = text(
     " WHERE principal = :principal AND idempotency_key = :key"
 )
 
-# The orders table is the checkout's own record (invsaga/store/orders.py): a retry under a new key finds it.
-_UNUSED = text(
-    "SELECT NOT EXISTS (SELECT 1 FROM api_idempotency_keys"
-    "                    WHERE principal = :principal AND idempotency_key = :key)"
-    "   AND NOT EXISTS (SELECT 1 FROM orders WHERE order_id = :order_id)"
-)
-
-# The same test as _UNUSED for many requests in one statement: the positions (1-based) of the unused ones.
+# Of many requests, the positions (1-based) of those nothing can have happened for: key never claimed by
+# its principal, and no order row (the checkout's own record, invsaga/store/orders.py, so that a retry
+# under a new key finds it). One statement for a batch of buyers (invsaga.api.fresh_requests).
 _UNUSED_AMONG = text(
     "SELECT r.n FROM unnest(:principals, :keys, :order_ids) WITH ORDINALITY AS r(principal, key, order_id, n)"
     " WHERE NOT EXISTS (SELECT 1 FROM api_idempotency_keys k"
@@ -105,17 +100,16 @@ def _response(status: int | None, body: str | None) -> StoredResponse | None:
 
 
 async def is_unused(core: AsyncEngine, principal: str, key: str, *, order_id: str) -> bool:
-    """True when ``key`` was never used and no checkout has prepared ``order_id``: nothing can have
-    happened for this request yet, so a refusal needs no record. One read, so the flash-sale fast path
-    costs one round trip (pass ``Databases.core_autocommit``)."""
-    params = {"principal": principal, "key": key, "order_id": order_id}
-    async with unavailable_as(_LABEL), core.connect() as conn:
-        return bool(await conn.scalar(_UNUSED, params))
+    """``unused_among`` for one request: the route's own fast path, for a buyer the fast path in front
+    of it let through."""
+    (unused,) = await unused_among(core, [(principal, key, order_id)])
+    return unused
 
 
 async def unused_among(core: AsyncEngine, requests: Sequence[tuple[str, str, str]]) -> list[bool]:
-    """``is_unused`` for each (principal, key, order id) of ``requests``, in one read: the fast path's
-    checks of concurrent buyers share one round trip (``invsaga.api.fresh_requests``)."""
+    """For each (principal, key, order id) of ``requests``: True when the key was never used and no
+    checkout has prepared the order, so nothing can have happened for it yet and a refusal needs no
+    record. One read for all of them (pass ``Databases.core_autocommit``)."""
     params = {
         "principals": [principal for principal, _, _ in requests],
         "keys": [key for _, key, _ in requests],
