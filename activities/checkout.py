@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -37,7 +37,7 @@ from activities.models import (
     reserve_input,
 )
 from activities.orders import stock_lines
-from invsaga.domain.errors import InvalidInput, ReservationClosed
+from invsaga.domain.errors import InvalidInput, ReservationClosed, SlotMoving
 from invsaga.domain.stock import HoldState, ReserveOutcome, StockLine, TransitionOutcome
 
 T = TypeVar("T")
@@ -48,6 +48,13 @@ RESERVED_NOTHING = "reserved_nothing"
 Route = Callable[[list[StockLine]], dict[int, list[StockLine]]]
 #: How many of the order's reservation lines are committed, on every shard.
 CountSold = Callable[[str], Awaitable[int]]
+#: Runs an attempt again, with the slot map reloaded, while a shard refuses it as routed by a stale map
+#: (``invsaga.store.rerouting.rerouted`` over the worker's databases).
+Reroute = Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
+
+
+async def _once(attempt: Callable[[], Awaitable[T]]) -> T:
+    return await attempt()
 
 
 class OrderSteps(Protocol):
@@ -87,15 +94,42 @@ def _details(err: ApplicationError) -> dict[str, object]:
 
 
 class CheckoutActivities:
-    def __init__(self, orders: OrderSteps, inventory: InventorySteps, route: Route, sold: CountSold) -> None:
+    def __init__(
+        self,
+        orders: OrderSteps,
+        inventory: InventorySteps,
+        route: Route,
+        sold: CountSold,
+        reroute: Reroute[Any] = _once,
+    ) -> None:
         self.orders = orders
         self.inventory = inventory
         self.route = route
         self.sold = sold
+        self.reroute = reroute
+
+    async def _routed(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt`` (which routes when it runs), again while a shard refuses it because a slot
+        moved: the single steps report that as an ApplicationError of type ``slot_moving``."""
+
+        async def unwrapped() -> T:
+            try:
+                return await attempt()
+            except ApplicationError as err:
+                if err.type != SlotMoving.code:
+                    raise
+                raise SlotMoving(err.message, **_details(err)) from err
+
+        return cast(T, await self.reroute(unwrapped))
 
     @activity.defn
     @domain_errors_as_application_errors
     async def place_order(self, inp: PlaceOrderInput) -> PlacedOrder:
+        """Record the order, reserve and pin; routed afresh on every attempt (the order's placement
+        is computed by ``prepare_order`` from the slot map of the moment)."""
+        return await self._routed(lambda: self._place(inp))
+
+    async def _place(self, inp: PlaceOrderInput) -> PlacedOrder:
         try:
             prepared = await self.orders.prepare_order(PrepareOrderInput(request=inp.request))
         except ApplicationError as err:
@@ -130,12 +164,17 @@ class CheckoutActivities:
     @activity.defn
     @domain_errors_as_application_errors
     async def confirm_order(self, inp: ConfirmOrderInput) -> str:
-        """Commit on every shard, then record the order confirmed; a closed hold refuses the commit
-        (``ReservationClosed``) and nothing is recorded."""
-        await _on_every_shard(
-            self.inventory.commit_stock(CommitInput(order_id=inp.order_id, shard=shard))
-            for shard in inp.shards
-        )
+        """Commit on every shard the order's lines route to now, then record the order confirmed; a
+        closed hold refuses the commit (``ReservationClosed``) and nothing is recorded."""
+
+        async def commit_everywhere() -> None:
+            shards = sorted(self.route(inp.lines)) if inp.lines else inp.shards
+            await _on_every_shard(
+                self.inventory.commit_stock(CommitInput(order_id=inp.order_id, shard=shard))
+                for shard in shards
+            )
+
+        await self._routed(commit_everywhere)
         return await self.orders.finish_order(FinishOrderInput(order_id=inp.order_id, status="confirmed"))
 
     @activity.defn
@@ -158,9 +197,12 @@ class CheckoutActivities:
             lines = stock_lines(inp.lines)
         except InvalidInput:
             return 0
-        groups = self.route(lines)
-        released = await _on_every_shard(
-            self.inventory.release_stock(ReleaseInput(order_id=inp.order_id, shard=shard, lines=group))
-            for shard, group in groups.items()
-        )
-        return sum(outcome.moved_lines for outcome in released)
+
+        async def release_everywhere() -> int:
+            released = await _on_every_shard(
+                self.inventory.release_stock(ReleaseInput(order_id=inp.order_id, shard=shard, lines=group))
+                for shard, group in self.route(lines).items()
+            )
+            return sum(outcome.moved_lines for outcome in released)
+
+        return await self._routed(release_everywhere)

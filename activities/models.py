@@ -125,7 +125,11 @@ class PlacedOrder(BaseModel):
 
 class ConfirmOrderInput(BaseModel):
     order_id: str
+    #: The shards of the placement; only for a confirmation recorded before ``lines`` existed.
     shards: list[int]
+    #: The order's lines: the commit goes to the shards they route to when it runs, so a hold whose
+    #: slot moved since the reserve is committed where it is now.
+    lines: list[StockLine] = []
 
 
 class OrderRef(BaseModel):

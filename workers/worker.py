@@ -10,6 +10,7 @@ configured (``workers.versioning``) and traces when ``INVSAGA_OTEL_ENDPOINT`` is
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import socket
@@ -34,6 +35,7 @@ from invsaga.settings import Settings
 from invsaga.store.batching import ReservationBatcher
 from invsaga.store.databases import Databases
 from invsaga.store.order_evidence import committed_lines
+from invsaga.store.rerouting import rerouted
 from invsaga.store.stock import StockStore
 from invsaga.temporal.configured import connect_configured
 from workers.health import ActivityTracker, WorkerHealth, WorkerState, serve_health
@@ -71,7 +73,7 @@ class WorkerDeps:
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[WorkerDeps]:
-        databases = await Databases.open(settings)
+        databases = await Databases.open(settings, watch=True)
         store = StockStore(databases)
         batcher = ReservationBatcher(store)
         payments = PaymentClient(settings.payment_url, timeout=settings.payment_timeout_seconds)
@@ -103,8 +105,10 @@ def build_worker(
     checkout = CheckoutActivities(
         orders,
         inventory,
-        route=deps.databases.router.group_lines,
+        # The router of the moment: it is replaced when slots move.
+        route=lambda lines: deps.databases.router.group_lines(lines),
         sold=lambda order_id: committed_lines(deps.databases, order_id),
+        reroute=functools.partial(rerouted, deps.databases),
     )
     return Worker(
         client,

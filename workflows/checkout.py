@@ -436,7 +436,11 @@ class CheckoutWorkflow:
     async def _confirm_at_once(self, prepared: PreparedOrder) -> None:
         """Lean: commit on every shard and record the order confirmed, in one local activity; retried
         until it succeeds, as ``_confirm``."""
-        confirm = ConfirmOrderInput(order_id=prepared.order_id, shards=[g.shard for g in prepared.shards])
+        confirm = ConfirmOrderInput(
+            order_id=prepared.order_id,
+            shards=[g.shard for g in prepared.shards],
+            lines=[line for group in prepared.shards for line in group.lines],
+        )
         try:
             await self._until_done(
                 lambda: _quick_db_step(

@@ -40,7 +40,7 @@ class ApiDeps:
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[ApiDeps]:
-        databases = await Databases.open(settings)
+        databases = await Databases.open(settings, watch=True)
         # The sold-out fast path: a buyer of stock the database said is gone gets 409 at once.
         hint = SoldOutHint(settings.shard_urls)
         try:

@@ -99,6 +99,14 @@ class ShardUnavailable(InventoryError):
     retryable = True
 
 
+class SlotMoving(ShardUnavailable):
+    """A shard refused a write because the slot of a row it touches is moving (its last catch-up runs)
+    or has moved to another shard since the caller's slot map was read. Nothing was written. Reload the
+    map up to ``epoch`` and route again (``invsaga.store.rerouting``). Retryable like any outage."""
+
+    code = "slot_moving"
+
+
 class SchemaMismatch(InventoryError):
     """A database's schema is newer than this code, or not migrated at all."""
 

@@ -22,12 +22,13 @@ from sqlalchemy.types import Text
 
 from invsaga.store.catalog import CHECK_BATCH, missing_products
 from invsaga.store.databases import Databases, shard_label, unavailable_as
+from invsaga.store.slot_ownership import OWNED_HOLDS, OWNED_LEDGER, OWNED_STOCK
 
 #: How many SKUs without a product the report names; the counts are always exact.
 SAMPLE_SKUS = 20
 
-_DISTINCT_SKUS = text("SELECT DISTINCT sku FROM stock_levels ORDER BY sku")
-_ROWS_OF = text("SELECT count(*) FROM stock_levels WHERE sku = ANY (:skus)").bindparams(
+_DISTINCT_SKUS = text(f"SELECT DISTINCT sku FROM {OWNED_STOCK} s ORDER BY sku")
+_ROWS_OF = text(f"SELECT count(*) FROM {OWNED_STOCK} s WHERE sku = ANY (:skus)").bindparams(
     bindparam("skus", type_=ARRAY(Text))
 )
 
@@ -36,16 +37,16 @@ _CHECKS: list[tuple[int, str, str]] = [
     (
         1,
         "reserved must lie within 0..on_hand",
-        "SELECT sku, location, on_hand, reserved FROM stock_levels"
+        f"SELECT sku, location, on_hand, reserved FROM {OWNED_STOCK} s"
         " WHERE NOT (0 <= reserved AND reserved <= on_hand)",
     ),
     (
         2,
         "reserved must equal the sum of held reservations",
-        """
+        f"""
         SELECT sku, location, coalesce(s.reserved, 0) AS reserved, coalesce(h.held, 0) AS held
-          FROM stock_levels s
-          FULL JOIN (SELECT sku, location, sum(quantity) AS held FROM reservations
+          FROM {OWNED_STOCK} s
+          FULL JOIN (SELECT sku, location, sum(quantity) AS held FROM {OWNED_HOLDS} r
                       WHERE state = 'held' GROUP BY sku, location) h USING (sku, location)
          WHERE coalesce(s.reserved, 0) <> coalesce(h.held, 0)
         """,
@@ -53,13 +54,13 @@ _CHECKS: list[tuple[int, str, str]] = [
     (
         3,
         "on_hand and reserved must equal the sums of their ledger deltas",
-        """
+        f"""
         SELECT sku, location, coalesce(s.on_hand, 0) AS on_hand, coalesce(s.reserved, 0) AS reserved,
                coalesce(m.on_hand_sum, 0) AS ledger_on_hand, coalesce(m.reserved_sum, 0) AS ledger_reserved
-          FROM stock_levels s
+          FROM {OWNED_STOCK} s
           FULL JOIN (SELECT sku, location, sum(delta_on_hand) AS on_hand_sum,
                             sum(delta_reserved) AS reserved_sum
-                       FROM stock_movements GROUP BY sku, location) m USING (sku, location)
+                       FROM {OWNED_LEDGER} l GROUP BY sku, location) m USING (sku, location)
          WHERE coalesce(s.on_hand, 0) <> coalesce(m.on_hand_sum, 0)
             OR coalesce(s.reserved, 0) <> coalesce(m.reserved_sum, 0)
         """,
@@ -67,16 +68,16 @@ _CHECKS: list[tuple[int, str, str]] = [
     (
         4,
         "stock must be conserved: received and adjusted = on_hand + sold, and holds never move on_hand",
-        """
+        f"""
         SELECT sku, location, coalesce(s.on_hand, 0) AS on_hand, m.brought_in, m.sold, m.moved_by_holds
-          FROM stock_levels s
+          FROM {OWNED_STOCK} s
           FULL JOIN (SELECT sku, location,
                             sum(delta_on_hand) FILTER (WHERE reason IN ('receive', 'adjust', 'import'))
                                 AS brought_in,
                             -sum(delta_on_hand) FILTER (WHERE reason = 'commit') AS sold,
                             sum(abs(delta_on_hand))
                                 FILTER (WHERE reason IN ('reserve', 'release', 'expire')) AS moved_by_holds
-                       FROM stock_movements GROUP BY sku, location) m USING (sku, location)
+                       FROM {OWNED_LEDGER} l GROUP BY sku, location) m USING (sku, location)
          WHERE coalesce(m.brought_in, 0) <> coalesce(s.on_hand, 0) + coalesce(m.sold, 0)
             OR coalesce(m.moved_by_holds, 0) <> 0
         """,
@@ -154,8 +155,8 @@ async def _summary(conn: AsyncConnection, index: int) -> ShardSummary:
             text(
                 "SELECT count(*) AS n, coalesce(sum(on_hand), 0) AS on_hand,"
                 " coalesce(sum(reserved), 0) AS reserved,"
-                " (SELECT count(*) FROM reservations WHERE state = 'held') AS held"
-                " FROM stock_levels"
+                f" (SELECT count(*) FROM {OWNED_HOLDS} r WHERE state = 'held') AS held"
+                f" FROM {OWNED_STOCK} s"
             )
         )
     ).one()
@@ -177,7 +178,7 @@ def _violation(invariant: int, rule: str, shard: int, row: Any) -> Violation:
 
 async def audit(databases: Databases) -> AuditReport:
     core = databases.core_autocommit
-    results = await asyncio.gather(*(_audit_shard(i, e, core) for i, e in enumerate(databases.shards)))
+    results = await asyncio.gather(*(_audit_shard(i, databases.shards[i], core) for i in databases.serving()))
     unknown = [found for _, _, found in results]
     return AuditReport(
         shards=[summary for summary, _, _ in results],

@@ -57,11 +57,12 @@ ProgressCallback = Callable[[int], None]
 # --- SQL, per shard ---------------------------------------------------------------------------
 
 STAGING_TABLE = "stock_import_rows"
-_STAGING_COLUMNS = ["line", "sku", "location", "quantity"]
+_STAGING_COLUMNS = ["line", "sku", "location", "quantity", "slot"]
 
 _CREATE_STAGING = text(
     f"CREATE TEMPORARY TABLE {STAGING_TABLE} ("
-    " line bigint NOT NULL, sku text NOT NULL, location text NOT NULL, quantity bigint NOT NULL"
+    " line bigint NOT NULL, sku text NOT NULL, location text NOT NULL, quantity bigint NOT NULL,"
+    " slot integer NOT NULL"
     ") ON COMMIT DROP"
 )
 
@@ -111,13 +112,13 @@ _IMPORT_MOVEMENTS = record_movements(
 _APPLY = text(
     f"""
     WITH incoming AS (
-        SELECT i.sku, i.location, i.quantity, s.on_hand AS old_on_hand, s.version AS old_version
+        SELECT i.sku, i.location, i.quantity, i.slot, s.on_hand AS old_on_hand, s.version AS old_version
           FROM {STAGING_TABLE} i
           LEFT JOIN stock_levels s ON s.sku = i.sku AND s.location = i.location
          WHERE s.sku IS NULL OR (s.on_hand <> i.quantity AND s.reserved <= i.quantity)
     ), applied AS (
-        INSERT INTO stock_levels AS s (sku, location, on_hand, reserved, version)
-        SELECT sku, location, quantity, 0, coalesce(old_version, 0) + 1
+        INSERT INTO stock_levels AS s (sku, location, on_hand, reserved, version, slot)
+        SELECT sku, location, quantity, 0, coalesce(old_version, 0) + 1, slot
           FROM incoming ORDER BY sku, location
         ON CONFLICT (sku, location) DO UPDATE
            SET on_hand = excluded.on_hand, version = excluded.version, updated_at = now()
@@ -289,10 +290,14 @@ async def import_stock(
     batch_id = uuid.uuid4().hex
     async with AsyncExitStack() as stack:
         lines = stack.enter_context(_open_csv(source)) if isinstance(source, Path) else source
-        loads = [await _ShardLoad.open(stack, i, engine) for i, engine in enumerate(databases.shards)]
-        rows = CsvRows(lines, databases.router)
+        # A shard that a slot move changes under the import refuses its writes (SlotMoving) before
+        # anything commits: the import is refused whole, and a retry routes with the new map.
+        router = databases.router
+        by_index = {i: await _ShardLoad.open(stack, i, databases.shards[i]) for i in databases.serving()}
+        loads = list(by_index.values())
+        rows = CsvRows(lines, router)
         while (batches := rows.next_chunk(chunk_rows)) is not None:
-            await _on_every_shard(loads[s].copy(batch) for s, batch in enumerate(batches) if batch)
+            await _on_every_shard(by_index[s].copy(batch) for s, batch in enumerate(batches) if batch)
             if on_progress is not None:
                 on_progress(rows.rows_read)
         duplicates = await _on_every_shard(load.duplicates() for load in loads)

@@ -146,9 +146,14 @@ _COMMIT = text(
     )
 ).bindparams(*_LOCKED_PARAMS)
 
+# Not the holds of a slot the shard does not serve (a copy arriving, or what a move left), nor of one
+# under a move's fence: the shard would refuse their expiry, and with it the whole batch.
 _DUE_HOLDS = text(
-    "SELECT order_id, sku, location FROM reservations"
-    " WHERE state = 'held' AND pinned_at IS NULL AND expires_at < now() ORDER BY expires_at LIMIT :limit"
+    "SELECT order_id, sku, location FROM reservations r"
+    " WHERE state = 'held' AND pinned_at IS NULL AND expires_at < now()"
+    "   AND NOT EXISTS (SELECT 1 FROM stock_levels o JOIN slot_fences f ON f.slot = o.slot"
+    "                    WHERE o.sku = r.sku AND o.location = r.location AND f.state <> 'copying')"
+    " ORDER BY expires_at LIMIT :limit"
 )
 
 _LOCK_ROWS = text(

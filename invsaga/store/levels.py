@@ -25,6 +25,8 @@ from invsaga.domain.stock import StockLevel
 from invsaga.store.catalog import require_products
 from invsaga.store.databases import shard_label, unavailable_as
 from invsaga.store.ledger import record_movements
+from invsaga.store.rerouting import rerouted
+from invsaga.store.routing import slot_of
 from invsaga.store.sharded import ShardedStore
 from invsaga.store.stock_csv import MAX_QUANTITY
 
@@ -42,8 +44,8 @@ _RECEIPT_MOVEMENT = record_movements(
 _RECEIVE = text(
     f"""
     WITH movement AS ({_RECEIPT_MOVEMENT})
-    INSERT INTO stock_levels AS s (sku, location, on_hand, reserved, version)
-    SELECT sku, location, delta_on_hand, 0, 1 FROM movement
+    INSERT INTO stock_levels AS s (sku, location, on_hand, reserved, version, slot)
+    SELECT sku, location, delta_on_hand, 0, 1, :slot FROM movement
     ON CONFLICT (sku, location) DO UPDATE
        SET on_hand = s.on_hand + excluded.on_hand, version = s.version + 1, updated_at = now()
     RETURNING s.sku, s.location, s.on_hand, s.reserved, s.version
@@ -96,8 +98,8 @@ _ADJUST = text(
 _CREATE = text(
     f"""
     WITH created AS (
-        INSERT INTO stock_levels (sku, location, on_hand, reserved, version)
-        SELECT :sku, :location, :quantity, 0, 1
+        INSERT INTO stock_levels (sku, location, on_hand, reserved, version, slot)
+        SELECT :sku, :location, :quantity, 0, 1, :slot
          WHERE NOT EXISTS (SELECT 1 FROM stock_movements WHERE idempotency_key = :key)
         ON CONFLICT (sku, location) DO NOTHING
         RETURNING sku, location, on_hand, reserved, version
@@ -164,10 +166,14 @@ class LevelStore(ShardedStore):
         check_quantity(quantity, minimum=1)
         if check_catalog:
             await require_products(self.databases.core_autocommit, [sku])
-        shard = self.router.shard_of(sku)
         key = receipt_key(sku, location, idempotency_key)
-        params = {"sku": sku, "location": location, "quantity": quantity, "reference": reference, "key": key}
-        try:
+        params = {
+            "sku": sku, "location": location, "quantity": quantity, "reference": reference, "key": key,
+            "slot": slot_of(sku),
+        }  # fmt: skip
+
+        async def attempt() -> Any:
+            shard = self.router.shard_of(sku)
             async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
                 row = (await conn.execute(_RECEIVE, params)).first()
                 if row is None:
@@ -182,6 +188,10 @@ class LevelStore(ShardedStore):
                             received=row.received,
                             quantity=quantity,
                         )
+            return row
+
+        try:
+            row = await rerouted(self.databases, attempt)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) != _OUT_OF_RANGE:
                 raise
@@ -213,7 +223,6 @@ class LevelStore(ShardedStore):
         check_quantity(quantity, minimum=0)
         if check_catalog and expected_version == 0:
             await require_products(self.databases.core_autocommit, [sku])
-        shard = self.router.shard_of(sku)
         params = {
             "sku": sku,
             "location": location,
@@ -221,14 +230,23 @@ class LevelStore(ShardedStore):
             "expected": expected_version,
             "reference": reference,
             "key": adjustment_key(idempotency_key),
+            "slot": slot_of(sku),
         }
-        async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
-            statement = _CREATE if expected_version == 0 else _ADJUST
-            row = (await conn.execute(statement, params)).first()
-            if row is not None:
-                return _level(row)
-            replayed = await conn.scalar(_MOVEMENT_EXISTS, {"key": params["key"]})
-            current = (await conn.execute(_LEVEL, {"sku": sku, "location": location})).first()
+
+        async def attempt() -> tuple[Any, Any, Any]:
+            shard = self.router.shard_of(sku)
+            async with unavailable_as(shard_label(shard)), self._engine(shard).begin() as conn:
+                statement = _CREATE if expected_version == 0 else _ADJUST
+                row = (await conn.execute(statement, params)).first()
+                if row is not None:
+                    return row, None, None
+                replayed = await conn.scalar(_MOVEMENT_EXISTS, {"key": params["key"]})
+                current = (await conn.execute(_LEVEL, {"sku": sku, "location": location})).first()
+            return None, replayed, current
+
+        row, replayed, current = await rerouted(self.databases, attempt)
+        if row is not None:
+            return _level(row)
         if replayed and current is not None:
             return _level(current)
         raise _adjust_failure(sku, location, quantity, expected_version, current)

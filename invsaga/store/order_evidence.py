@@ -20,6 +20,7 @@ from sqlalchemy.types import Text
 from invsaga.domain.reconcile import OrderRow, ShardHolds
 from invsaga.store.databases import Databases, shard_label, unavailable_as
 from invsaga.store.orders import _to_minor
+from invsaga.store.slot_ownership import OWNED_HOLDS
 
 #: Order ids per statement, so one array parameter stays a few hundred kilobytes at most.
 CHUNK = 5_000
@@ -32,13 +33,14 @@ _ORDERS_BY_ID = text(f"{_ORDER_COLUMNS} WHERE order_id = ANY (:ids)").bindparams
 )
 
 # Written as two halves so each is served by its partial index (due-for-expiry and pinned).
+# Through OWNED_HOLDS: while a slot moves, its holds are counted on the shard that serves it only.
 _HELD_ORDERS = text(
-    "SELECT order_id FROM reservations WHERE state = 'held' AND pinned_at IS NULL"
-    " UNION SELECT order_id FROM reservations WHERE state = 'held' AND pinned_at IS NOT NULL"
+    f"SELECT order_id FROM {OWNED_HOLDS} r WHERE state = 'held' AND pinned_at IS NULL"
+    f" UNION SELECT order_id FROM {OWNED_HOLDS} r WHERE state = 'held' AND pinned_at IS NOT NULL"
 )
 
 _HOLD_COUNTS = text(
-    "SELECT order_id, state, pinned_at IS NOT NULL AS pinned, count(*) AS lines FROM reservations"
+    f"SELECT order_id, state, pinned_at IS NOT NULL AS pinned, count(*) AS lines FROM {OWNED_HOLDS} r"
     " WHERE order_id = ANY (:ids) GROUP BY order_id, state, pinned_at IS NOT NULL"
 ).bindparams(bindparam("ids", type_=ARRAY(Text)))
 
@@ -82,7 +84,7 @@ async def held_order_ids(databases: Databases) -> set[str]:
         async with unavailable_as(shard_label(index)), engine.connect() as conn:
             return list((await conn.scalars(_HELD_ORDERS)).all())
 
-    found = await asyncio.gather(*(one(i) for i in range(len(databases.shards))))
+    found = await asyncio.gather(*(one(i) for i in databases.serving()))
     return {order_id for ids in found for order_id in ids}
 
 
@@ -106,7 +108,7 @@ async def holds_of(databases: Databases, ids: Collection[str]) -> dict[str, list
         return list(per_order.items())
 
     found: Sequence[list[tuple[str, ShardHolds]]] = await asyncio.gather(
-        *(one(i) for i in range(len(databases.shards)))
+        *(one(i) for i in databases.serving())
     )
     by_order: dict[str, list[ShardHolds]] = {}
     for shard_holds in found:

@@ -2,7 +2,9 @@
 
 A SKU hashes (blake2b, never Python's salted ``hash()``) to one of ``SLOT_COUNT`` slots, and the slot
 map, persisted in the core database, assigns each slot to a shard. All locations of a SKU share its
-slot. Adding a shard later means moving whole slots, not rehashing every SKU.
+slot. Adding a shard later means moving whole slots, not rehashing every SKU
+(``invsaga.store.slot_move``). The map carries the epoch it was read at: every change to it bumps
+the epoch, and a shard refuses a write routed by a map older than the move of the row's slot.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from hashlib import blake2b
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.domain.errors import ConfigurationError
 from invsaga.domain.stock import StockLine
@@ -27,11 +29,20 @@ def slot_of(sku: str) -> int:
 
 
 class ShardRouter:
-    def __init__(self, slot_to_shard: Sequence[int]) -> None:
+    def __init__(self, slot_to_shard: Sequence[int], *, epoch: int = 0) -> None:
         if len(slot_to_shard) != SLOT_COUNT:
             raise ConfigurationError(f"slot map has {len(slot_to_shard)} slots, need {SLOT_COUNT}")
         self._slots = list(slot_to_shard)
         self.shard_count = max(self._slots) + 1
+        self.epoch = epoch
+
+    @property
+    def slots(self) -> list[int]:
+        """The shard of every slot, by slot."""
+        return list(self._slots)
+
+    def shard_of_slot(self, slot: int) -> int:
+        return self._slots[slot]
 
     @classmethod
     def evenly(cls, shard_count: int) -> ShardRouter:
@@ -56,6 +67,9 @@ class ShardRouter:
         return groups
 
 
+_EPOCH = text("SELECT epoch FROM routing_epoch")
+
+
 async def load_router(core: AsyncEngine, shard_count: int) -> ShardRouter:
     """Read the persisted slot map, creating the even default on first use."""
     async with core.begin() as conn:
@@ -63,17 +77,27 @@ async def load_router(core: AsyncEngine, shard_count: int) -> ShardRouter:
         if not existing:
             rows = [{"slot": s, "shard_index": s % shard_count} for s in range(SLOT_COUNT)]
             await conn.execute(pg_insert(slot_map).on_conflict_do_nothing(), rows)
-        result = await conn.execute(select(slot_map.c.slot, slot_map.c.shard_index))
-        mapping = {slot: shard for slot, shard in result.all()}
-    if len(mapping) != SLOT_COUNT:
-        raise ConfigurationError(f"the slot map holds {len(mapping)} of {SLOT_COUNT} slots")
-    router = ShardRouter([mapping[s] for s in range(SLOT_COUNT)])
+    router = await read_router(core)
     if router.shard_count > shard_count:
         raise ConfigurationError(
             f"the slot map routes to {router.shard_count} shards but only {shard_count} "
-            "are configured in INVSAGA_SHARD_DSNS"
+            "are known (the shard registry, or INVSAGA_SHARD_DSNS)"
         )
     return router
 
 
-__all__ = ["SLOT_COUNT", "ShardRouter", "load_router", "slot_of"]
+async def read_router(core: AsyncEngine | AsyncConnection) -> ShardRouter:
+    """The slot map and its epoch, read in one snapshot."""
+    if isinstance(core, AsyncEngine):
+        async with core.connect() as conn, conn.begin():
+            await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            return await read_router(conn)
+    epoch = await core.scalar(_EPOCH)
+    result = await core.execute(select(slot_map.c.slot, slot_map.c.shard_index))
+    mapping = {slot: shard for slot, shard in result.all()}
+    if len(mapping) != SLOT_COUNT:
+        raise ConfigurationError(f"the slot map holds {len(mapping)} of {SLOT_COUNT} slots")
+    return ShardRouter([mapping[s] for s in range(SLOT_COUNT)], epoch=int(epoch or 0))
+
+
+__all__ = ["SLOT_COUNT", "ShardRouter", "load_router", "read_router", "slot_of"]

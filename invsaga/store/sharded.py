@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from invsaga.domain.errors import InvalidInput
 from invsaga.domain.stock import StockLine
 from invsaga.store.databases import Databases
+from invsaga.store.routing import ShardRouter
 
 
 class ShardedStore:
@@ -16,7 +17,11 @@ class ShardedStore:
 
     def __init__(self, databases: Databases) -> None:
         self.databases = databases
-        self.router = databases.router
+
+    @property
+    def router(self) -> ShardRouter:
+        """The process' current slot map (it is replaced when the map changes)."""
+        return self.databases.router
 
     def _engine(self, shard: int) -> AsyncEngine:
         if not 0 <= shard < len(self.databases.shards):

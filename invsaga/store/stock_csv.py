@@ -18,13 +18,13 @@ from pydantic.fields import FieldInfo
 
 from invsaga.domain.errors import InvalidInput
 from invsaga.domain.stock import DEFAULT_LOCATION, Location, Sku
-from invsaga.store.routing import ShardRouter
+from invsaga.store.routing import ShardRouter, slot_of
 
 HEADER = ["sku", "location", "quantity"]
 MAX_QUANTITY = 2**63 - 1  # on_hand is a bigint
 #: The refusal lists this many problems; a file of ten million bad rows should not become a list of them.
 MAX_REPORTED_PROBLEMS = 1_000
-StagedRow = tuple[int, str, str, int]  # (line, sku, location, quantity)
+StagedRow = tuple[int, str, str, int, int]  # (line, sku, location, quantity, slot)
 
 
 class RowProblem(BaseModel):
@@ -131,8 +131,8 @@ class CsvRows(ProblemCollector):
         if self._exhausted:
             return None
         batches: list[list[StagedRow]] = [[] for _ in range(self._router.shard_count)]
-        shard_of, sku_ok, location_ok = self._router.shard_of, SKU_RULE.accepts, LOCATION_RULE.accepts
-        reader, taken, last_sku, shard = self._reader, 0, None, 0
+        shard_of, sku_ok, location_ok = self._router.shard_of_slot, SKU_RULE.accepts, LOCATION_RULE.accepts
+        reader, taken, last_sku, shard, slot = self._reader, 0, None, 0, 0
         try:
             for row in reader:
                 if not row:
@@ -150,8 +150,9 @@ class CsvRows(ProblemCollector):
                     quantity = _quantity_of(raw_quantity)
                     if quantity is not None and sku_ok(sku) and location_ok(location):
                         if sku != last_sku:  # files are usually grouped by sku; skip rehashing
-                            last_sku, shard = sku, shard_of(sku)
-                        batches[shard].append((line, sku, location, quantity))
+                            last_sku, slot = sku, slot_of(sku)
+                            shard = shard_of(slot)
+                        batches[shard].append((line, sku, location, quantity, slot))
                     else:
                         self.problem(line, _explain(sku, location, raw_quantity))
                 if taken == size:

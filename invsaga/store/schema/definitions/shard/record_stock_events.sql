@@ -4,8 +4,13 @@
 -- stock_levels holds the state after it, and the row is locked by this transaction.
 -- Per stock row and statement: one stock.changed with the state after it, and a sold_out or
 -- back_in_stock when the available units crossed zero (before = after - the statement's deltas).
+-- A slot move's copy of ledger rows into its target is history, not a change: it writes no event
+-- (invsaga.store.slot_move marks its transactions with invsaga.slot_mover).
 CREATE OR REPLACE FUNCTION record_stock_events() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
+    IF current_setting('invsaga.slot_mover', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO stock_events (type, sku, location, on_hand, reserved, available, version, reason, reference)
     SELECT t.type, s.sku, s.location, s.on_hand, s.reserved, s.on_hand - s.reserved, s.version,
            m.reason, m.reference

@@ -1,0 +1,304 @@
+"""Slot moves on three real Postgres servers, at the store level: a move under racing writes, a mover
+killed and resumed, an abort, and a process with a stale slot map.
+
+The fleet is this module's own (two shards registered from INVSAGA_SHARD_DSNS, a third added by the
+registry), so the session's slot map is never touched. After every move the same checks run: the
+audit is clean, every unit is conserved across shards, no SKU is served by two shards, and the slot
+map names the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import text
+
+from invsaga.dev.postgres import PgFleet, start_fleet
+from invsaga.domain.errors import SlotMoving
+from invsaga.domain.stock import ReserveRequest, StockLine
+from invsaga.settings import Settings, load_settings
+from invsaga.store.audit import audit
+from invsaga.store.databases import Databases, migrate_all, migrate_shard
+from invsaga.store.registry import register_shard
+from invsaga.store.routing import slot_of
+from invsaga.store.slot_move import MoveOptions, MoveRefused, SlotMove, SlotMover
+from invsaga.store.slot_ownership import OWNED_STOCK
+from invsaga.store.stock import StockStore
+from invsaga.settings import to_asyncpg_url
+
+
+
+@dataclass
+class Resharding:
+    fleet: PgFleet
+    settings: Settings
+    databases: Databases
+    store: StockStore
+    new_shard: int
+
+
+@pytest.fixture(scope="module")
+def three_servers() -> Iterator[PgFleet]:
+    fleet = start_fleet(3)
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture(scope="module")
+async def resharding(three_servers: PgFleet) -> AsyncIterator[Resharding]:
+    dsns = three_servers.shard_dsns
+    settings = load_settings(shard_dsns=",".join(dsns[:2]), core_dsn=three_servers.core_dsn, pool_size=20)
+    await migrate_all(settings)
+    databases = await Databases.open(settings)
+    index = await register_shard(databases.core, dsns[2])
+    await migrate_shard(to_asyncpg_url(dsns[2]), index)
+    await databases.refresh()
+    try:
+        yield Resharding(three_servers, settings, databases, StockStore(databases), index)
+    finally:
+        await databases.close()
+
+
+def _skus_in(slots: set[int], prefix: str, count: int) -> list[str]:
+    found, n = [], 0
+    while len(found) < count:
+        sku = f"{prefix}-{n}"
+        if slot_of(sku) in slots:
+            found.append(sku)
+        n += 1
+    return found
+
+
+def _slots_of(databases: Databases, shard: int, count: int, skip: int = 0) -> list[int]:
+    mine = [s for s, owner in enumerate(databases.router.slots) if owner == shard]
+    return mine[skip : skip + count]
+
+
+async def _receive(store: StockStore, skus: list[str], units: int) -> None:
+    for sku in skus:
+        await store.receive(sku, "main", units, idempotency_key=f"seed-{sku}")
+
+
+async def _served_twice(databases: Databases) -> list[str]:
+    seen: dict[str, int] = {}
+    twice = []
+    for index in databases.serving():
+        async with databases.shards[index].connect() as conn:
+            for sku in (await conn.execute(text(f"SELECT DISTINCT sku FROM {OWNED_STOCK} s"))).scalars():
+                if sku in seen:
+                    twice.append(sku)
+                seen[sku] = index
+    return twice
+
+
+async def _units(databases: Databases, skus: list[str]) -> dict[str, int]:
+    """Received, on hand and sold over every shard's rows that its owner serves."""
+    totals = {"received": 0, "on_hand": 0, "sold": 0}
+    for index in databases.serving():
+        async with databases.shards[index].connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        f"SELECT coalesce(sum(on_hand), 0) FROM {OWNED_STOCK} s WHERE sku = ANY (:skus)"
+                    ),
+                    {"skus": skus},
+                )
+            ).scalar_one()
+            totals["on_hand"] += int(row)
+            ledger = (
+                await conn.execute(
+                    text(
+                        "SELECT coalesce(sum(delta_on_hand) FILTER (WHERE reason IN ('receive', 'adjust')), 0),"
+                        " coalesce(-sum(delta_on_hand) FILTER (WHERE reason = 'commit'), 0)"
+                        " FROM stock_movements m WHERE sku = ANY (:skus) AND EXISTS (SELECT 1 FROM"
+                        f" {OWNED_STOCK} s WHERE s.sku = m.sku AND s.location = m.location)"
+                    ),
+                    {"skus": skus},
+                )
+            ).one()
+            totals["received"] += int(ledger[0])
+            totals["sold"] += int(ledger[1])
+    return totals
+
+
+async def _check_after_move(r: Resharding, move: SlotMove, skus: list[str]) -> None:
+    assert move.phase == "done"
+    report = await audit(r.databases)
+    for v in report.violations[:2]:
+        async with r.databases.shards[v.shard].connect() as conn:
+            rows = (await conn.execute(text("SELECT id, delta_on_hand, delta_reserved, reason, reference, idempotency_key, created_at FROM stock_movements WHERE sku = :s ORDER BY id"), {"s": v.sku})).all()
+            print("LEDGER", v.sku, *rows, sep="\n")
+    assert report.clean, report.violations[:5]
+    assert await _served_twice(r.databases) == []
+    units = await _units(r.databases, skus)
+    assert units["received"] == units["on_hand"] + units["sold"], units
+    assert all(r.databases.router.shard_of_slot(s) == move.target for s in move.slots)
+    for sku in skus:
+        if slot_of(sku) in move.slots:
+            async with r.databases.shards[move.source].connect() as conn:
+                assert not await conn.scalar(text("SELECT count(*) FROM stock_levels WHERE sku = :s"), {"s": sku})
+
+
+class Traffic:
+    """Buyers racing the mover: reserve, then commit or release, plus receipts, on the given SKUs."""
+
+    def __init__(self, store: StockStore, skus: list[str]) -> None:
+        self.store, self.skus = store, skus
+        self.stop = asyncio.Event()
+        self.committed = 0
+        self.released = 0
+        self.refusals = 0
+        self.errors: list[BaseException] = []
+
+    async def buyer(self, name: str) -> None:
+        rng = random.Random(name)
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            order = f"{name}-{n}"
+            sku = rng.choice(self.skus)
+            line = StockLine(sku=sku, location="main", quantity=1)
+            try:
+                outcome = await self._routed(
+                    lambda: self.store.reserve(
+                        self.store.router.shard_of(sku), ReserveRequest(order_id=order, lines=[line], ttl_seconds=600)
+                    )
+                )
+                await asyncio.sleep(rng.random() * 0.01)
+                if outcome.held and rng.random() < 0.6:
+                    await self._routed(lambda: self.store.commit(self.store.router.shard_of(sku), order))
+                    self.committed += 1
+                else:
+                    await self._routed(lambda: self.store.release(self.store.router.shard_of(sku), order, [line]))
+                    self.released += 1
+                if n % 7 == 0:
+                    await self.store.receive(sku, "main", 3, idempotency_key=f"{order}-restock")
+            except BaseException as exc:  # noqa: BLE001 - collected, asserted on
+                self.errors.append(exc)
+                return
+
+    async def _routed(self, attempt):  # type: ignore[no-untyped-def]
+        from invsaga.store.rerouting import rerouted
+
+        async def counted():  # type: ignore[no-untyped-def]
+            try:
+                return await attempt()
+            except SlotMoving:
+                self.refusals += 1
+                raise
+
+        return await rerouted(self.store.databases, counted)
+
+
+async def test_a_move_under_racing_checkouts_loses_nothing(resharding: Resharding) -> None:
+    r = resharding
+    slots = _slots_of(r.databases, 0, 40)
+    moving = _skus_in(set(slots), "race", 60)
+    staying = _skus_in(set(_slots_of(r.databases, 0, 20, skip=200)), "stay", 20)
+    await _receive(r.store, moving + staying, 50)
+    traffic = Traffic(r.store, moving + staying)
+    buyers = [asyncio.create_task(traffic.buyer(f"b{i}")) for i in range(12)]
+    await asyncio.sleep(0.3)
+    mover = SlotMover(r.databases, MoveOptions(batch_rows=25, round_pause=0.02))
+    (move,) = await mover.plan(slots, r.new_shard)
+    done = await mover.run(move.move_id)
+    await asyncio.sleep(0.3)
+    traffic.stop.set()
+    await asyncio.gather(*buyers)
+    assert traffic.errors == []
+    assert traffic.committed > 20 and traffic.released > 10
+    await _check_after_move(r, done, moving + staying)
+    assert done.fence_ms is not None and done.skus_copied == len(moving)
+
+
+async def test_a_mover_killed_mid_copy_and_mid_catch_up_resumes(resharding: Resharding) -> None:
+    r = resharding
+    slots = _slots_of(r.databases, 1, 40)
+    moving = _skus_in(set(slots), "kill", 80)
+    await _receive(r.store, moving, 20)
+    traffic = Traffic(r.store, moving)
+    buyers = [asyncio.create_task(traffic.buyer(f"k{i}")) for i in range(8)]
+
+    class Killed(Exception):
+        pass
+
+    def kill_at(phase: str, copied_at_least: int = 0):  # type: ignore[no-untyped-def]
+        def progress(move: SlotMove) -> None:
+            if move.phase == phase and move.skus_copied >= copied_at_least:
+                raise Killed(phase)
+
+        return progress
+
+    (move,) = await SlotMover(r.databases).plan(slots, r.new_shard)
+    with pytest.raises(Killed):
+        await SlotMover(r.databases, MoveOptions(batch_rows=20), kill_at("copying", 20)).run(move.move_id)
+    assert (await SlotMover(r.databases).get(move.move_id)).phase == "copying"
+    with pytest.raises(Killed):
+        await SlotMover(r.databases, MoveOptions(batch_rows=20), kill_at("catching_up")).run(move.move_id)
+    assert (await SlotMover(r.databases).get(move.move_id)).phase == "catching_up"
+    report = await audit(r.databases)  # mid-move: the target's copy is not counted
+    assert report.clean, report.violations[:5]
+    done = await SlotMover(r.databases, MoveOptions(batch_rows=20)).run(move.move_id)
+    traffic.stop.set()
+    await asyncio.gather(*buyers)
+    assert traffic.errors == []
+    await _check_after_move(r, done, moving)
+
+
+async def test_an_aborted_move_leaves_the_source_serving_and_the_target_empty(resharding: Resharding) -> None:
+    r = resharding
+    slots = _slots_of(r.databases, 0, 10, skip=100)
+    skus = _skus_in(set(slots), "abort", 20)
+    await _receive(r.store, skus, 5)
+
+    def stop_when_catching_up(move: SlotMove) -> None:
+        if move.phase == "catching_up":
+            raise asyncio.CancelledError
+
+    mover = SlotMover(r.databases)
+    (move,) = await mover.plan(slots, r.new_shard)
+    with pytest.raises(asyncio.CancelledError):
+        await SlotMover(r.databases, progress=stop_when_catching_up).run(move.move_id)
+    async with r.databases.shards[r.new_shard].connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM stock_levels WHERE sku = ANY (:s)"), {"s": skus})
+    aborted = await mover.abort(move.move_id)
+    assert aborted.phase == "aborted"
+    async with r.databases.shards[r.new_shard].connect() as conn:
+        assert not await conn.scalar(text("SELECT count(*) FROM stock_levels WHERE sku = ANY (:s)"), {"s": skus})
+    assert all(r.databases.router.shard_of_slot(s) == 0 for s in slots)
+    level = await r.store.receive(skus[0], "main", 1, idempotency_key="after-abort")
+    assert level.on_hand == 6
+    with pytest.raises(MoveRefused, match="aborted"):
+        await mover.run(move.move_id)
+    assert (await audit(r.databases)).clean
+
+
+async def test_a_process_with_a_stale_map_is_refused_and_reroutes(resharding: Resharding) -> None:
+    r = resharding
+    stale = await Databases.open(r.settings)
+    try:
+        slots = _slots_of(r.databases, 0, 5, skip=300)
+        (sku,) = _skus_in(set(slots), "stale", 1)
+        await r.store.receive(sku, "main", 10, idempotency_key="stale-seed")
+        await stale.refresh()
+        old_shard = stale.router.shard_of(sku)
+        mover = SlotMover(r.databases)
+        (move,) = await mover.plan(slots, r.new_shard)
+        await mover.run(move.move_id)
+        assert stale.router.shard_of(sku) == old_shard  # it did not hear of the move
+        stale_store = StockStore(stale)
+        line = StockLine(sku=sku, location="main", quantity=2)
+        with pytest.raises(SlotMoving, match=f"moved to shard {r.new_shard}"):
+            await stale_store.reserve(old_shard, ReserveRequest(order_id="stale-1", lines=[line], ttl_seconds=60))
+        # The store's own routed writes reload the map and go to the new shard.
+        level = await stale_store.receive(sku, "main", 1, idempotency_key="stale-receipt")
+        assert level.on_hand == 11
+        assert stale.router.shard_of(sku) == r.new_shard
+    finally:
+        await stale.close()
