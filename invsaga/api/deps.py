@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.engine import URL
 from temporalio.client import Client
 
 from invsaga.api.fresh_requests import FreshRequests
@@ -18,6 +21,35 @@ from invsaga.store.databases import Databases
 from invsaga.store.sold_out import SoldOutHint
 from invsaga.store.stock import StockStore
 from invsaga.temporal.configured import connect_configured
+
+log = logging.getLogger("invsaga.api")
+
+#: How often the sold-out hint compares its shards with the routing the process follows.
+HINT_FOLLOW_SECONDS = 1.0
+
+
+def serving_shard_urls(databases: Databases) -> list[URL]:
+    """The URL of every shard that holds data, as this process resolved it (registry or env list)."""
+    return [databases.shards[index].url for index in databases.serving()]
+
+
+async def follow_serving_shards(
+    hint: SoldOutHint, databases: Databases, *, every: float = HINT_FOLLOW_SECONDS
+) -> None:
+    """Run until cancelled: keep ``hint`` listening on exactly the serving shards, and forgetting
+    what it learned whenever the slot map changes. ``databases`` follows the registry by itself (its
+    routing watch); this only carries its view over to the hint, by a poll: cheap, and the hint says
+    "not sold out" meanwhile wherever it matters (see ``SoldOutHint.follow``)."""
+    followed: tuple[tuple[int, ...], int] | None = None
+    while True:
+        current = (tuple(databases.serving()), databases.router.epoch)
+        if current != followed:
+            try:
+                hint.follow(serving_shard_urls(databases), routing_epoch=current[1])
+                followed = current
+            except Exception as exc:  # never let the hint stop following; the next poll retries
+                log.warning("the sold-out hint could not follow the shards: %s", exc)
+        await asyncio.sleep(every)
 
 
 @dataclass
@@ -42,7 +74,8 @@ class ApiDeps:
     async def open(cls, settings: Settings) -> AsyncIterator[ApiDeps]:
         databases = await Databases.open(settings, watch=True)
         # The sold-out fast path: a buyer of stock the database said is gone gets 409 at once.
-        hint = SoldOutHint(settings.shard_urls)
+        hint = SoldOutHint(serving_shard_urls(databases))
+        following = asyncio.create_task(follow_serving_shards(hint, databases), name="sold-out-follow")
         try:
             await hint.start()
             client = await connect_configured(settings)
@@ -51,6 +84,8 @@ class ApiDeps:
             screen = SoldOutScreen(checkouts, hint, store)
             yield cls(databases=databases, store=store, checkouts=checkouts, sold_out=screen)
         finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
             await hint.close()
             await databases.close()
 

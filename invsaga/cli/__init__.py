@@ -19,6 +19,7 @@ from invsaga.cli import (
     payments,
     reconcile,
     saga,
+    shards,
     stock_reads,
 )
 from invsaga.cli.errors import exit_code_for
@@ -44,6 +45,7 @@ payments.mount(app)
 dev.mount(app)
 api.mount(app)
 codec.mount(app)
+shards.mount(app)
 
 
 DISTRIBUTION = "inventory-saga"

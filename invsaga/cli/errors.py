@@ -27,6 +27,7 @@ EXIT_CODES: dict[type[errors.InventoryError], int] = {
     errors.ReservationClosed: 5,
     errors.IdempotencyKeyConflict: 5,
     errors.OrderIdReused: 5,
+    errors.MoveRefused: 5,
     errors.PaymentDeclined: 6,
     errors.ShardUnavailable: 69,
     errors.PaymentUnavailable: 69,

@@ -107,6 +107,13 @@ class SlotMoving(ShardUnavailable):
     code = "slot_moving"
 
 
+class MoveRefused(InventoryError):
+    """A slot move cannot start, go on or be aborted as asked (another move holds its slots, a
+    transaction it must wait for stays open, it has flipped already); nothing changed for this call."""
+
+    code = "move_refused"
+
+
 class SchemaMismatch(InventoryError):
     """A database's schema is newer than this code, or not migrated at all."""
 

@@ -71,19 +71,22 @@ _CORE_RELAY_LOCK = 0x5E1A7_0002
 
 
 def sources_of(databases: Databases) -> list[Source]:
-    """Every source, shards first by index, then the core database."""
+    """Every source as ``databases`` knows them now, serving shards first by index, then the core.
+
+    Read it again to follow the registry: a shard registered since is here once ``databases`` has
+    refreshed, and a removed one is not (it holds no data, and its server may be gone)."""
     shards = [
         Source(
             shard_source(index),
             shard_label(index),
-            engine,
+            databases.shards[index],
             "stock_events",
             "stock_event_counter",
             _STOCK_COLUMNS,
             STOCK_EVENT_TYPES,
             _SHARD_RELAY_LOCK,
         )
-        for index, engine in enumerate(databases.shards)
+        for index in databases.serving()
     ]
     core = Source(
         CORE_SOURCE,

@@ -5,6 +5,10 @@ session advisory lock. Any number can run (every worker runs one unless ``INVSAG
 off); the others stand by, retry the lock every few polls, and take over within about a second of the
 active one's connection dying, since Postgres frees a session lock with its session. Stamping, delivery
 order and pruning all rely on there being one: the lock orders them.
+
+The sources follow the registry: a shard registered while the relay runs (its Databases watched, see
+``Databases.open(watch=True)``) gets a source task within ``FOLLOW_SECONDS``, and a removed one's
+task stops, giving up its lock. Each source task is the same as one started with the relay.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ log = logging.getLogger("invsaga.relay")
 
 #: A relay on standby asks for the lock this often; a failed database is retried this often.
 STANDBY_RETRY_SECONDS = 1.0
+#: How often the relay looks for sources added to (or removed from) its Databases.
+FOLLOW_SECONDS = 1.0
 
 # What pruning must keep, read in one snapshot so that a webhook counts either by its cursor or, if the
 # dispatcher has not started one yet, by its registration (it is owed every event since); and nothing
@@ -64,17 +70,43 @@ class Relay:
         self._client = client
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay every source until ``stop`` is set."""
+        """Relay every source until ``stop`` is set, following the sources as shards come and go."""
         client = self._client or httpx.AsyncClient(
             timeout=self.settings.webhook_timeout_seconds, headers={"User-Agent": USER_AGENT}
         )
         try:
-            await asyncio.gather(
-                *(self._run_source(source, client, stop) for source in sources_of(self.databases))
-            )
+            async with asyncio.TaskGroup() as group:
+                await self._follow_sources(group, client, stop)
         finally:
             if self._client is None:
                 await client.aclose()
+
+    async def _follow_sources(
+        self, group: asyncio.TaskGroup, client: httpx.AsyncClient, stop: asyncio.Event
+    ) -> None:
+        """Start a task per source, now and for every source that appears later; stop the task of a
+        source that went away (a removed shard). Each task has its own stop, set by this one."""
+        running: dict[str, asyncio.Event] = {}
+        started = False
+        try:
+            while not stop.is_set():
+                current = {source.name: source for source in sources_of(self.databases)}
+                for name, source in current.items():
+                    if name not in running:
+                        if started:
+                            log.info("relay follows %s, added since it started", name)
+                        running[name] = asyncio.Event()
+                        group.create_task(
+                            self._run_source(source, client, running[name]), name=f"relay-{name}"
+                        )
+                for name in running.keys() - current.keys():
+                    log.info("relay stops relaying %s: its shard was removed", name)
+                    running.pop(name).set()
+                started = True
+                await _wait(stop, FOLLOW_SECONDS)
+        finally:
+            for source_stop in running.values():
+                source_stop.set()
 
     async def _run_source(self, source: Source, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
         announced_standby = False
@@ -164,8 +196,9 @@ class Relay:
 
 
 async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
-    """``invsaga relay``: a relay on its own, with its own connections, until ``stop``."""
-    databases = await Databases.open(settings)
+    """``invsaga relay``: a relay on its own, with its own connections, until ``stop``. It watches the
+    registry, so it relays shards added while it runs."""
+    databases = await Databases.open(settings, watch=True)
     try:
         if settings.relay_metrics_port:
             RELAY_METRICS.serve(settings.relay_metrics_port)

@@ -18,7 +18,7 @@ from invsaga.domain.stock import HoldState, ReserveOutcome, ReserveRequest, Stoc
 from invsaga.store.allocation import allocation_rule, location_argument, reserve_outcome
 from invsaga.store.databases import shard_label, unavailable_as
 from invsaga.store.ledger import key_sql, record_movements
-from invsaga.store.sharded import ShardedStore
+from invsaga.store.sharded import ShardedStore, refuse_if_moved
 
 # reserve_stock (schema/definitions/shard/reserve_stock.sql) locks, allocates and writes the batch.
 _RESERVE = text(
@@ -215,6 +215,9 @@ class HoldStore(ShardedStore):
         # saves the BEGIN and COMMIT round trips; begin() keeps it a transaction on any other engine.
         async with unavailable_as(shard_label(shard)), self._autocommit(shard).begin() as conn:
             rows = (await conn.execute(_RESERVE, params)).all()
+            unknown = [row.o_sku for row in rows if row.o_available is None]
+            if unknown:
+                await refuse_if_moved(conn, shard, unknown)
         by_request: dict[int, list[Any]] = {}
         for row in rows:
             by_request.setdefault(row.o_req, []).append(row)
@@ -300,9 +303,13 @@ class HoldStore(ShardedStore):
                 if whole:
                     before = await _order_states(conn, order)
                     if not _intact(before, lines):
+                        if not before:
+                            await refuse_if_moved(conn, shard, params["skus"])
                         await transaction.rollback()
                         return 0, before
                 moved = int(await conn.scalar(statement, scoped) or 0)
+                if not moved:  # nothing here: a stale map, if the order's slots left this shard
+                    await refuse_if_moved(conn, shard, params["skus"])
                 if await conn.scalar(_HELD_UNLOCKED, {**order, **scoped}):
                     await transaction.rollback()
                     continue

@@ -27,7 +27,7 @@ from invsaga.store.databases import shard_label, unavailable_as
 from invsaga.store.ledger import record_movements
 from invsaga.store.rerouting import rerouted
 from invsaga.store.routing import slot_of
-from invsaga.store.sharded import ShardedStore
+from invsaga.store.sharded import ShardedStore, refuse_if_moved
 from invsaga.store.stock_csv import MAX_QUANTITY
 
 # The ledger row comes first: a replayed key inserts nothing, so the level is not touched either.
@@ -242,6 +242,8 @@ class LevelStore(ShardedStore):
                     return row, None, None
                 replayed = await conn.scalar(_MOVEMENT_EXISTS, {"key": params["key"]})
                 current = (await conn.execute(_LEVEL, {"sku": sku, "location": location})).first()
+                if current is None:
+                    await refuse_if_moved(conn, shard, [sku])
             return None, replayed, current
 
         row, replayed, current = await rerouted(self.databases, attempt)
@@ -255,9 +257,16 @@ class LevelStore(ShardedStore):
 
     async def get(self, sku: str) -> list[StockLevel]:
         """Every location of one SKU: one indexed query on its shard, the point-read hot path."""
-        shard = self.router.shard_of(sku)
-        async with unavailable_as(shard_label(shard)), self._autocommit(shard).connect() as conn:
-            levels = [_level(r) for r in (await conn.execute(_SKU_LEVELS, {"sku": sku})).all()]
+
+        async def attempt() -> list[StockLevel]:
+            shard = self.router.shard_of(sku)
+            async with unavailable_as(shard_label(shard)), self._autocommit(shard).connect() as conn:
+                levels = [_level(r) for r in (await conn.execute(_SKU_LEVELS, {"sku": sku})).all()]
+                if not levels:
+                    await refuse_if_moved(conn, shard, [sku])
+            return levels
+
+        levels = await rerouted(self.databases, attempt)
         if not levels:
             raise UnknownSku(f"unknown sku {sku!r}: no stock row on any location", sku=sku)
         return levels

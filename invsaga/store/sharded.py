@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import Integer
 
-from invsaga.domain.errors import InvalidInput
+from invsaga.domain.errors import InvalidInput, SlotMoving
 from invsaga.domain.stock import StockLine
-from invsaga.store.databases import Databases
-from invsaga.store.routing import ShardRouter
+from invsaga.store.databases import Databases, shard_label
+from invsaga.store.routing import ShardRouter, slot_of
+
+# The slots (of the given ones, or any when none are given) that left this shard or are not its yet.
+_NOT_SERVED = text(
+    "SELECT slot, moved_to, epoch FROM slot_fences"
+    " WHERE state IN ('moved_out', 'importing') AND (cardinality(:slots) = 0 OR slot = ANY (:slots))"
+    " ORDER BY epoch DESC LIMIT 1"
+).bindparams(bindparam("slots", type_=ARRAY(Integer)))
+
+
+async def refuse_if_moved(conn: AsyncConnection, shard: int, skus: Iterable[str] = ()) -> None:
+    """Raise ``SlotMoving`` if a slot of ``skus`` (any slot, with none) is not served here.
+
+    A write for a row that is still here is refused by the shard itself (guard_moving_slots). This is
+    for a call that found *nothing* on the shard: once a move has deleted its rows from the source, a
+    process routing by an old map would read "unknown SKU" or "no hold" there and answer wrongly, so
+    before concluding that, a call asks whether the row's slot left."""
+    found = (await conn.execute(_NOT_SERVED, {"slots": sorted({slot_of(sku) for sku in skus})})).first()
+    if found is not None:
+        label = shard_label(shard)
+        where = f"moved to shard {found.moved_to}" if found.moved_to is not None else "not served here yet"
+        raise SlotMoving(f"{label}: slot {found.slot} {where}", database=label, epoch=int(found.epoch))
 
 
 class ShardedStore:

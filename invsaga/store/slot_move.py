@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import BigInteger, Integer, Text
 
-from invsaga.domain.errors import ConfigurationError, InvalidInput, InventoryError
+from invsaga.domain.errors import ConfigurationError, InvalidInput, MoveRefused
 from invsaga.store.databases import Databases, shard_label, unavailable_as
 from invsaga.store.registry import bump_epoch
 from invsaga.store.routing import SLOT_COUNT
@@ -48,12 +48,6 @@ log = logging.getLogger("invsaga.slot_move")
 
 PHASES = ("planned", "copying", "catching_up", "fenced", "flipped", "done")
 _MOVER_LOCK = 0x51_07_30  # with the move id: pg_try_advisory_lock(key, move_id) on the core database
-
-
-class MoveRefused(InventoryError):
-    """A move cannot start, go on or be aborted as asked; nothing changed because of this call."""
-
-    code = "move_refused"
 
 
 @dataclass(frozen=True)
@@ -75,10 +69,14 @@ class SlotMove:
 class MoveOptions:
     #: Rows per write transaction on the target, and SKUs per delete transaction on the source.
     batch_rows: int = 2000
+    #: Queued changes applied per catch-up round.
+    round_rows: int = 5000
     #: Fence once a catch-up round finds at most this many queued changes.
-    fence_below: int = 200
+    fence_below: int = 100
     #: Catch-up rounds before fencing anyway (the last round then runs under the fence).
     max_rounds: int = 30
+    #: Catch-up rounds at least, however few changes come: a busy slot's backlog settles first.
+    min_rounds: int = 1
     #: Seconds between catch-up rounds: the changes of a busy slot then arrive in fewer, bigger rounds.
     round_pause: float = 0.05
     #: Longest wait for a source transaction that was open when the slots' state changed.
@@ -256,7 +254,7 @@ class SlotMover:
             busy = set((await conn.execute(_OPEN_SLOTS)).scalars()) & set(wanted)
             if busy:
                 raise MoveRefused(
-                    f"slot(s) {_ranges(sorted(busy))} are in a move not finished yet; "
+                    f"slot(s) {slot_ranges(sorted(busy))} are in a move not finished yet; "
                     "`invsaga slots moves` lists it (resume or abort it first)"
                 )
             ids = [
@@ -350,9 +348,9 @@ class SlotMover:
         return copied
 
     async def _catch_up(self, move: SlotMove) -> None:
-        for _ in range(self.options.max_rounds):
-            applied = await self._apply_queue(move, limit=self.options.batch_rows * 5)
-            if applied <= self.options.fence_below:
+        for round_ in range(1, self.options.max_rounds + 1):
+            applied = await self._apply_queue(move, limit=self.options.round_rows)
+            if applied <= self.options.fence_below and round_ >= self.options.min_rounds:
                 return
             await asyncio.sleep(self.options.round_pause)
 
@@ -362,7 +360,7 @@ class SlotMover:
         async with self._on(move.source) as source:
             await source.execute(_FENCE, {"id": move.move_id})
         await self._wait_for_writers(move.source)
-        while await self._apply_queue(move, limit=self.options.batch_rows * 5):
+        while await self._apply_queue(move, limit=self.options.round_rows):
             pass
 
     async def _flip(self, move: SlotMove, fence_started: float | None) -> SlotMove:
@@ -491,7 +489,7 @@ class SlotMover:
             busy = [r.slot for r in rows if r.move_id != move.move_id and r.state != "moved_out"]
             if busy:
                 raise MoveRefused(
-                    f"slot(s) {_ranges(busy)} are fenced by another move on {shard_label(shard)}"
+                    f"slot(s) {slot_ranges(busy)} are fenced by another move on {shard_label(shard)}"
                 )
 
     def _on(self, shard: int, *, as_mover: bool = False) -> _ShardTransaction:
@@ -602,7 +600,7 @@ def _iso(value: Any) -> str:
     return str(value.isoformat())
 
 
-def _ranges(slots: Sequence[int]) -> str:
+def slot_ranges(slots: Sequence[int]) -> str:
     """``[1, 2, 3, 7]`` as ``1-3,7``: how slot lists are written on the command line too."""
     parts: list[str] = []
     start = prev = None

@@ -13,6 +13,11 @@ Rows are keyed by (sku, location). The location None stands for a line without a
 take units from any of the SKU's locations: it is marked only when the database said the SKU had
 nothing left at any of them, and a notification for the SKU (stock back at any location) clears it with
 the rest, so a "sold out" for such a line never holds while another location could sell.
+
+The shards listened on follow the registry (``follow``): a shard added while the process runs gets a
+listener, a removed one loses it, and until every shard followed is heard the hint says "not sold out"
+to everything. A routing change forgets everything too: a slot that moved brings its SKUs' stock to
+another shard, and rather than work out which marks came from where, the hint asks the database again.
 """
 
 from __future__ import annotations
@@ -31,27 +36,36 @@ log = logging.getLogger("invsaga.sold_out")
 CHANNEL = "stock_available"
 
 
+def _listen_dsn(url: URL) -> str:
+    """The asyncpg DSN of a shard URL (SQLAlchemy's driver name dropped, the password kept)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 class SoldOutHint:
     def __init__(self, shard_urls: Iterable[URL], *, max_age_seconds: float = 5.0) -> None:
-        self._dsns = [
-            url.set(drivername="postgresql").render_as_string(hide_password=False) for url in shard_urls
-        ]
+        #: The shards to listen on, as asyncpg DSNs; ``follow`` changes them.
+        self._dsns = [_listen_dsn(url) for url in shard_urls]
         self.max_age = max_age_seconds
         self._sold_out: dict[tuple[str, str | None], float] = {}
         #: For a (sku, None) mark: the location the database named, when the SKU had only that one.
         self._named: dict[str, str] = {}
         self._generation: dict[str, int] = {}
         self._epoch = 0  # bumped when everything must be forgotten
-        self._connections: list[asyncpg.Connection] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._listening = 0
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: Listeners of shards no longer followed, until they have closed their connection.
+        self._retiring: set[asyncio.Task[None]] = set()
+        #: The shards whose listener is connected now.
+        self._heard: set[str] = set()
+        #: Every shard in ``_dsns`` is heard: the one condition under which "sold out" may be said.
+        self._on_all = False
+        self._routing_epoch: int | None = None
         self.notifications = 0
 
     # --- reading and writing the hint ---------------------------------------------------------
 
     def sold_out(self, sku: str, location: str | None) -> bool:
         """True only while the database's last word on the stock row was "nothing left", and since."""
-        if self._listening < len(self._dsns):
+        if not self._on_all:
             return False
         seen = self._sold_out.get((sku, location))
         if seen is None:
@@ -63,7 +77,7 @@ class SoldOutHint:
 
     def any_sold_out(self) -> bool:
         """Whether ``sold_out`` may say True for anything: a check cheap enough for every request."""
-        return self._listening >= len(self._dsns) and bool(self._sold_out)
+        return self._on_all and bool(self._sold_out)
 
     def token(self, sku: str) -> tuple[int, int]:
         """Take before asking the database; pass to ``mark_sold_out`` with its answer."""
@@ -107,12 +121,45 @@ class SoldOutHint:
 
     # --- listening ---------------------------------------------------------------------------------
 
+    @property
+    def followed(self) -> int:
+        """How many shards the hint listens on (or tries to)."""
+        return len(self._dsns)
+
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._listen(dsn)) for dsn in self._dsns]
+        self._start_listeners()
+
+    def follow(self, shard_urls: Iterable[URL], *, routing_epoch: int | None = None) -> None:
+        """Listen on exactly ``shard_urls`` from now on: start a listener for each new one, stop those
+        of shards no longer given (removed ones). A new shard is not heard until its listener connects,
+        and until then nothing is said to be sold out. ``routing_epoch``: the slot map's epoch; when it
+        differs from the last one given, everything learned is forgotten (see the module docstring)."""
+        wanted = [_listen_dsn(url) for url in shard_urls]
+        for dsn in self._tasks.keys() - set(wanted):
+            retired = self._tasks.pop(dsn)
+            retired.cancel()
+            self._retiring.add(retired)
+            retired.add_done_callback(self._retiring.discard)
+            self._heard.discard(dsn)
+        self._dsns = wanted
+        self._start_listeners()
+        self._recount()
+        if routing_epoch is not None and routing_epoch != self._routing_epoch:
+            if self._routing_epoch is not None:
+                self._forget_all()
+            self._routing_epoch = routing_epoch
+
+    def _start_listeners(self) -> None:
+        for dsn in self._dsns:
+            if dsn not in self._tasks:
+                self._tasks[dsn] = asyncio.create_task(self._listen(dsn), name="sold-out-listener")
+
+    def _recount(self) -> None:
+        self._on_all = self._heard.issuperset(self._dsns)
 
     async def wait_listening(self, within: float = 10.0) -> None:
         deadline = time.monotonic() + within
-        while self._listening < len(self._dsns):
+        while not self._on_all:
             if time.monotonic() > deadline:
                 raise TimeoutError("the sold-out hint could not listen on every shard")
             await asyncio.sleep(0.02)
@@ -129,11 +176,15 @@ class SoldOutHint:
                 # A "sold out" learned while this shard was not heard may have missed its stock
                 # coming back: it is forgotten, and the database is asked again.
                 self._forget_all()
-                self._listening += 1
+                self._heard.add(dsn)
+                self._recount()
                 try:
                     await lost.wait()
                 finally:
-                    self._listening -= 1
+                    if self._tasks.get(dsn) in (None, asyncio.current_task()):
+                        # (not when a new listener for the same shard replaced this one meanwhile)
+                        self._heard.discard(dsn)
+                        self._recount()
                     self._forget_all()
             except asyncio.CancelledError:
                 if connection is not None:
@@ -145,7 +196,8 @@ class SoldOutHint:
             await asyncio.sleep(1.0)
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks.values(), *self._retiring]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks = {}

@@ -11,25 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import text
 
 from invsaga.dev.postgres import PgFleet, start_fleet
-from invsaga.domain.errors import SlotMoving
+from invsaga.domain.errors import MoveRefused, SlotMoving
 from invsaga.domain.stock import ReserveRequest, StockLine
-from invsaga.settings import Settings, load_settings
+from invsaga.settings import Settings, load_settings, to_asyncpg_url
 from invsaga.store.audit import audit
 from invsaga.store.databases import Databases, migrate_all, migrate_shard
+from invsaga.store.migrations import definitions_for
 from invsaga.store.registry import register_shard
+from invsaga.store.rerouting import rerouted
 from invsaga.store.routing import slot_of
-from invsaga.store.slot_move import MoveOptions, MoveRefused, SlotMove, SlotMover
+from invsaga.store.slot_move import MoveOptions, SlotMove, SlotMover
 from invsaga.store.slot_ownership import OWNED_STOCK
 from invsaga.store.stock import StockStore
-from invsaga.settings import to_asyncpg_url
 
+T = TypeVar("T")
 
 
 @dataclass
@@ -104,9 +108,7 @@ async def _units(databases: Databases, skus: list[str]) -> dict[str, int]:
         async with databases.shards[index].connect() as conn:
             row = (
                 await conn.execute(
-                    text(
-                        f"SELECT coalesce(sum(on_hand), 0) FROM {OWNED_STOCK} s WHERE sku = ANY (:skus)"
-                    ),
+                    text(f"SELECT coalesce(sum(on_hand), 0) FROM {OWNED_STOCK} s WHERE sku = ANY (:skus)"),
                     {"skus": skus},
                 )
             ).scalar_one()
@@ -114,7 +116,8 @@ async def _units(databases: Databases, skus: list[str]) -> dict[str, int]:
             ledger = (
                 await conn.execute(
                     text(
-                        "SELECT coalesce(sum(delta_on_hand) FILTER (WHERE reason IN ('receive', 'adjust')), 0),"
+                        "SELECT coalesce(sum(delta_on_hand)"
+                        " FILTER (WHERE reason IN ('receive', 'adjust')), 0),"
                         " coalesce(-sum(delta_on_hand) FILTER (WHERE reason = 'commit'), 0)"
                         " FROM stock_movements m WHERE sku = ANY (:skus) AND EXISTS (SELECT 1 FROM"
                         f" {OWNED_STOCK} s WHERE s.sku = m.sku AND s.location = m.location)"
@@ -130,10 +133,6 @@ async def _units(databases: Databases, skus: list[str]) -> dict[str, int]:
 async def _check_after_move(r: Resharding, move: SlotMove, skus: list[str]) -> None:
     assert move.phase == "done"
     report = await audit(r.databases)
-    for v in report.violations[:2]:
-        async with r.databases.shards[v.shard].connect() as conn:
-            rows = (await conn.execute(text("SELECT id, delta_on_hand, delta_reserved, reason, reference, idempotency_key, created_at FROM stock_movements WHERE sku = :s ORDER BY id"), {"s": v.sku})).all()
-            print("LEDGER", v.sku, *rows, sep="\n")
     assert report.clean, report.violations[:5]
     assert await _served_twice(r.databases) == []
     units = await _units(r.databases, skus)
@@ -142,7 +141,9 @@ async def _check_after_move(r: Resharding, move: SlotMove, skus: list[str]) -> N
     for sku in skus:
         if slot_of(sku) in move.slots:
             async with r.databases.shards[move.source].connect() as conn:
-                assert not await conn.scalar(text("SELECT count(*) FROM stock_levels WHERE sku = :s"), {"s": sku})
+                assert not await conn.scalar(
+                    text("SELECT count(*) FROM stock_levels WHERE sku = :s"), {"s": sku}
+                )
 
 
 class Traffic:
@@ -161,32 +162,29 @@ class Traffic:
         n = 0
         while not self.stop.is_set():
             n += 1
-            order = f"{name}-{n}"
-            sku = rng.choice(self.skus)
-            line = StockLine(sku=sku, location="main", quantity=1)
             try:
-                outcome = await self._routed(
-                    lambda: self.store.reserve(
-                        self.store.router.shard_of(sku), ReserveRequest(order_id=order, lines=[line], ttl_seconds=600)
-                    )
-                )
-                await asyncio.sleep(rng.random() * 0.01)
-                if outcome.held and rng.random() < 0.6:
-                    await self._routed(lambda: self.store.commit(self.store.router.shard_of(sku), order))
-                    self.committed += 1
-                else:
-                    await self._routed(lambda: self.store.release(self.store.router.shard_of(sku), order, [line]))
-                    self.released += 1
-                if n % 7 == 0:
-                    await self.store.receive(sku, "main", 3, idempotency_key=f"{order}-restock")
-            except BaseException as exc:  # noqa: BLE001 - collected, asserted on
+                await self._checkout(rng, f"{name}-{n}", rng.choice(self.skus), restock=n % 7 == 0)
+            except BaseException as exc:
                 self.errors.append(exc)
                 return
 
-    async def _routed(self, attempt):  # type: ignore[no-untyped-def]
-        from invsaga.store.rerouting import rerouted
+    async def _checkout(self, rng: random.Random, order: str, sku: str, *, restock: bool) -> None:
+        """Reserve, then commit or release, each routed with the map of the moment."""
+        line = StockLine(sku=sku, location="main", quantity=1)
+        request = ReserveRequest(order_id=order, lines=[line], ttl_seconds=600)
+        outcome = await self._routed(lambda: self.store.reserve(self.store.router.shard_of(sku), request))
+        await asyncio.sleep(rng.random() * 0.01)
+        if outcome.held and rng.random() < 0.6:
+            await self._routed(lambda: self.store.commit(self.store.router.shard_of(sku), order))
+            self.committed += 1
+        else:
+            await self._routed(lambda: self.store.release(self.store.router.shard_of(sku), order, [line]))
+            self.released += 1
+        if restock:
+            await self.store.receive(sku, "main", 3, idempotency_key=f"{order}-restock")
 
-        async def counted():  # type: ignore[no-untyped-def]
+    async def _routed(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        async def counted() -> T:
             try:
                 return await attempt()
             except SlotMoving:
@@ -270,7 +268,9 @@ async def test_an_aborted_move_leaves_the_source_serving_and_the_target_empty(re
     aborted = await mover.abort(move.move_id)
     assert aborted.phase == "aborted"
     async with r.databases.shards[r.new_shard].connect() as conn:
-        assert not await conn.scalar(text("SELECT count(*) FROM stock_levels WHERE sku = ANY (:s)"), {"s": skus})
+        assert not await conn.scalar(
+            text("SELECT count(*) FROM stock_levels WHERE sku = ANY (:s)"), {"s": skus}
+        )
     assert all(r.databases.router.shard_of_slot(s) == 0 for s in slots)
     level = await r.store.receive(skus[0], "main", 1, idempotency_key="after-abort")
     assert level.on_hand == 6
@@ -295,10 +295,67 @@ async def test_a_process_with_a_stale_map_is_refused_and_reroutes(resharding: Re
         stale_store = StockStore(stale)
         line = StockLine(sku=sku, location="main", quantity=2)
         with pytest.raises(SlotMoving, match=f"moved to shard {r.new_shard}"):
-            await stale_store.reserve(old_shard, ReserveRequest(order_id="stale-1", lines=[line], ttl_seconds=60))
+            await stale_store.reserve(
+                old_shard, ReserveRequest(order_id="stale-1", lines=[line], ttl_seconds=60)
+            )
         # The store's own routed writes reload the map and go to the new shard.
         level = await stale_store.receive(sku, "main", 1, idempotency_key="stale-receipt")
         assert level.on_hand == 11
         assert stale.router.shard_of(sku) == r.new_shard
     finally:
         await stale.close()
+
+
+@asynccontextmanager
+async def _slow_queueing(databases: Databases) -> AsyncIterator[None]:
+    """The guard with a pause between its refusal check and its queueing, on every shard: a fence that
+    commits in between, rare at full speed, then happens in most moves under traffic."""
+    sql = next(d.sql for d in definitions_for("shard") if d.name == "guard_moving_slots")
+    marker = "    IF TG_TABLE_NAME = 'stock_levels' THEN\n        INSERT INTO slot_move_changes"
+    assert sql.count(marker) == 1
+    slowed = sql.replace(marker, "    PERFORM pg_sleep(0.02);\n" + marker)
+
+    async def install(script: str) -> None:
+        for index in databases.serving():
+            async with databases.shards[index].begin() as conn:
+                raw = await conn.get_raw_connection()
+                await raw.driver_connection.execute(script)  # type: ignore[union-attr]
+
+    await install(slowed)
+    try:
+        yield
+    finally:
+        await install(sql)
+
+
+async def test_a_writer_that_passed_the_fence_check_just_before_the_fence_keeps_its_changes(
+    resharding: Resharding,
+) -> None:
+    """Seen failing: the guard's check and its queueing are two statements, two snapshots; when the
+    queueing took only 'copying' rows, a fence committed in between dropped that writer's changes from
+    the queue (a reserve's ledger row went missing on the target, one move in fifteen at full speed)."""
+    r = resharding
+    async with _slow_queueing(r.databases):
+        for round_ in range(4):
+            source = round_ % 2
+            slots = _slots_of(r.databases, source, 6, skip=400 + 6 * round_)
+            skus = _skus_in(set(slots), f"there{round_}", 8)
+            await _receive(r.store, skus, 40)
+            traffic = Traffic(r.store, skus)
+            buyers = [asyncio.create_task(traffic.buyer(f"t{round_}-{i}")) for i in range(12)]
+            await asyncio.sleep(0.1)
+            mover = SlotMover(r.databases, MoveOptions(batch_rows=25, round_pause=0.01))
+            (there,) = await mover.plan(slots, r.new_shard)
+            await _check_moved(r, await mover.run(there.move_id))
+            (back,) = await mover.plan(slots, source)  # back to a shard the slots left
+            await _check_moved(r, await mover.run(back.move_id))
+            traffic.stop.set()
+            await asyncio.gather(*buyers)
+            assert traffic.errors == []
+            await _check_after_move(r, await mover.get(back.move_id), skus)
+
+
+async def _check_moved(r: Resharding, move: SlotMove) -> None:
+    assert move.phase == "done"
+    report = await audit(r.databases)
+    assert report.clean, report.violations[:5]

@@ -4,6 +4,9 @@
 -- transactions in progress (invsaga/store/slot_move.py) has waited for every writer that read the
 -- state before the change. Each statement here reads a fresh snapshot (a volatile function under READ
 -- COMMITTED), so a writer sees a state change committed while it ran.
+-- The refusal check and the queueing below are two statements, so two snapshots: a fence committed
+-- between them must not drop this writer's changes from the queue. A writer that passed the check is
+-- one the mover waits for under its fence, so its changes are queued under 'fenced' too.
 -- With no slot on the move (the usual case) the cost is one probe of an empty table per statement.
 CREATE OR REPLACE FUNCTION guard_moving_slots() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -37,17 +40,17 @@ BEGIN
     IF TG_TABLE_NAME = 'stock_levels' THEN
         INSERT INTO slot_move_changes (move_id, kind, sku, location)
         SELECT f.move_id, 'stock', c.sku, c.location
-          FROM changed c JOIN slot_fences f ON f.slot = c.slot AND f.state = 'copying';
+          FROM changed c JOIN slot_fences f ON f.slot = c.slot AND f.state IN ('copying', 'fenced');
     ELSIF TG_TABLE_NAME = 'reservations' THEN
         INSERT INTO slot_move_changes (move_id, kind, sku, location, order_id)
         SELECT f.move_id, 'hold', c.sku, c.location, c.order_id
           FROM changed c JOIN stock_levels s ON s.sku = c.sku AND s.location = c.location
-          JOIN slot_fences f ON f.slot = s.slot AND f.state = 'copying';
+          JOIN slot_fences f ON f.slot = s.slot AND f.state IN ('copying', 'fenced');
     ELSE
         INSERT INTO slot_move_changes (move_id, kind, sku, location, ledger_id)
         SELECT f.move_id, 'ledger', c.sku, c.location, c.id
           FROM changed c JOIN stock_levels s ON s.sku = c.sku AND s.location = c.location
-          JOIN slot_fences f ON f.slot = s.slot AND f.state = 'copying';
+          JOIN slot_fences f ON f.slot = s.slot AND f.state IN ('copying', 'fenced');
     END IF;
     RETURN NULL;
 END;
