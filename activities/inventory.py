@@ -53,7 +53,7 @@ class InventoryActivities:
         """Sweep every shard that answers. A shard that is down is reported, not raised: the schedule's
         next run sweeps it, and failing the run would only fill the Web UI with FAILED sweeps while
         the outage lasts (the shard's own checkouts say it is down)."""
-        shards = range(len(self.store.databases.shards))
+        shards = self.store.databases.serving()
         swept = await asyncio.gather(*(self.store.expire_all(s) for s in shards), return_exceptions=True)
         for outcome in swept:
             if isinstance(outcome, BaseException) and not isinstance(outcome, ShardUnavailable):

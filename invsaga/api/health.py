@@ -51,7 +51,7 @@ async def readiness_checks(deps: ApiDeps) -> dict[str, str]:
     probes: dict[str, Callable[[], Awaitable[None]]] = {
         "temporal": temporal,
         "core database": core,
-        **{shard_label(i): shard(i) for i in range(len(deps.databases.shards))},
+        **{shard_label(i): shard(i) for i in deps.databases.serving()},
     }
     outcomes = await asyncio.gather(*(_outcome(probe) for probe in probes.values()))
     return dict(zip(probes, outcomes, strict=True))

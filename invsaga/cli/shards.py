@@ -54,6 +54,20 @@ JsonOption = typer.Option(False, "--json", help="Print the result as JSON.")
 BatchRowsOption = typer.Option(
     None, "--batch-rows", min=1, help="Rows per copy transaction (default: the mover's)."
 )
+CatchUpRoundsOption = typer.Option(
+    None,
+    "--catch-up-rounds",
+    min=1,
+    help="Catch-up rounds at least before the fence, however few changes come (default: the mover's).",
+)
+RoundPauseOption = typer.Option(
+    None,
+    "--round-pause",
+    min=0.0,
+    max=60.0,
+    metavar="SECONDS",
+    help="Seconds between catch-up rounds (default: the mover's).",
+)
 ShardArgument = typer.Argument(metavar="SHARD", min=0, help="The shard's index (`invsaga shards list`).")
 
 #: Exit code of a command stopped by SIGTERM (128 + 15), as a shell reports it.
@@ -94,8 +108,18 @@ def parse_slots(value: str) -> list[int]:
     return sorted(slots)
 
 
-def _options(batch_rows: int | None) -> MoveOptions:
-    return MoveOptions() if batch_rows is None else MoveOptions(batch_rows=batch_rows)
+def _options(batch_rows: int | None, catch_up_rounds: int | None, round_pause: float | None) -> MoveOptions:
+    """The mover's defaults, but for what the command was given. More catch-up rounds than the
+    mover's cap raise the cap too, so the rounds asked for are run."""
+    given: dict[str, Any] = {}
+    if batch_rows is not None:
+        given["batch_rows"] = batch_rows
+    if catch_up_rounds is not None:
+        given["min_rounds"] = catch_up_rounds
+        given["max_rounds"] = max(MoveOptions.max_rounds, catch_up_rounds)
+    if round_pause is not None:
+        given["round_pause"] = round_pause
+    return MoveOptions(**given)
 
 
 # --- running a command that moves slots ---------------------------------------------------------
@@ -348,10 +372,10 @@ def add_command(dsn: str = typer.Argument(metavar="DSN", help="postgresql://... 
 # --- shards rebalance ---------------------------------------------------------------------------
 
 
-async def _rebalance(dry_run: bool, max_slots: int | None, batch_rows: int | None) -> None:
+async def _rebalance(dry_run: bool, max_slots: int | None, options: MoveOptions) -> None:
     narrator = _Narrator()
     async with _databases() as databases:
-        mover = SlotMover(databases, _options(batch_rows), narrator)
+        mover = SlotMover(databases, options, narrator)
         takers = _takers(databases)
         open_moves = await mover.moves(open_only=True)
         resumed = 0
@@ -399,14 +423,16 @@ def rebalance_command(
         None, "--max-slots", min=1, help="Move at most this many slots this run; the next run goes on."
     ),
     batch_rows: int | None = BatchRowsOption,
+    catch_up_rounds: int | None = CatchUpRoundsOption,
+    round_pause: float | None = RoundPauseOption,
 ) -> None:
-    _run_moving(_rebalance(dry_run, max_slots, batch_rows))
+    _run_moving(_rebalance(dry_run, max_slots, _options(batch_rows, catch_up_rounds, round_pause)))
 
 
 # --- shards drain / remove ----------------------------------------------------------------------
 
 
-async def _drain(shard: int, batch_rows: int | None) -> None:
+async def _drain(shard: int, options: MoveOptions) -> None:
     narrator = _Narrator()
     async with _databases() as databases:
         entry = _entry(databases, shard)
@@ -415,7 +441,7 @@ async def _drain(shard: int, batch_rows: int | None) -> None:
         takers = _takers(databases, without=shard)
         if not takers:
             raise MoveRefused(f"shard {shard} is the only active shard: add another first")
-        mover = SlotMover(databases, _options(batch_rows), narrator)
+        mover = SlotMover(databases, options, narrator)
         open_moves = await mover.moves(open_only=True)
         inbound = [m for m in open_moves if m.target == shard]
         if inbound:
@@ -443,8 +469,13 @@ async def _drain(shard: int, batch_rows: int | None) -> None:
     "drain",
     help="Stop giving SHARD slots and move every slot it owns to the active shards.",
 )
-def drain_command(shard: int = ShardArgument, batch_rows: int | None = BatchRowsOption) -> None:
-    _run_moving(_drain(shard, batch_rows))
+def drain_command(
+    shard: int = ShardArgument,
+    batch_rows: int | None = BatchRowsOption,
+    catch_up_rounds: int | None = CatchUpRoundsOption,
+    round_pause: float | None = RoundPauseOption,
+) -> None:
+    _run_moving(_drain(shard, _options(batch_rows, catch_up_rounds, round_pause)))
 
 
 async def _remove(shard: int) -> str:
@@ -480,11 +511,11 @@ def remove_command(shard: int = ShardArgument) -> None:
 # --- slots --------------------------------------------------------------------------------------
 
 
-async def _move(slots: list[int], target: int, batch_rows: int | None) -> None:
+async def _move(slots: list[int], target: int, options: MoveOptions) -> None:
     narrator = _Narrator()
     async with _databases() as databases:
         _registry(databases)
-        mover = SlotMover(databases, _options(batch_rows), narrator)
+        mover = SlotMover(databases, options, narrator)
         moves = await mover.plan(slots, target)
         if not moves:
             _say(f"nothing to move: shard {target} owns every one of those slots")
@@ -498,12 +529,14 @@ def move_command(
     slots: str = typer.Argument(metavar="SLOTS", help=f"The slots: {_SLOTS_FORM}."),
     to: int = typer.Option(..., "--to", metavar="SHARD", min=0, help="The shard that takes them."),
     batch_rows: int | None = BatchRowsOption,
+    catch_up_rounds: int | None = CatchUpRoundsOption,
+    round_pause: float | None = RoundPauseOption,
 ) -> None:
     try:
         wanted = parse_slots(slots)
     except InvalidInput as exc:
         raise fail(exc.message) from None
-    _run_moving(_move(wanted, to, batch_rows))
+    _run_moving(_move(wanted, to, _options(batch_rows, catch_up_rounds, round_pause)))
 
 
 async def _moves(include_finished: bool) -> list[SlotMove]:
@@ -526,10 +559,10 @@ def moves_command(
         print(f"{_move_line(move)}, {move.skus_copied} SKU(s) copied{_fence(move)}")
 
 
-async def _resume(move_id: int | None, batch_rows: int | None) -> None:
+async def _resume(move_id: int | None, options: MoveOptions) -> None:
     narrator = _Narrator()
     async with _databases() as databases:
-        mover = SlotMover(databases, _options(batch_rows), narrator)
+        mover = SlotMover(databases, options, narrator)
         moves = [await mover.get(move_id)] if move_id is not None else await mover.moves(open_only=True)
         if not moves:
             _say("no open slot moves")
@@ -546,8 +579,10 @@ async def _resume(move_id: int | None, batch_rows: int | None) -> None:
 def resume_command(
     move_id: int | None = typer.Argument(None, metavar="[MOVE_ID]", help="The move (`invsaga slots moves`)."),
     batch_rows: int | None = BatchRowsOption,
+    catch_up_rounds: int | None = CatchUpRoundsOption,
+    round_pause: float | None = RoundPauseOption,
 ) -> None:
-    _run_moving(_resume(move_id, batch_rows))
+    _run_moving(_resume(move_id, _options(batch_rows, catch_up_rounds, round_pause)))
 
 
 async def _abort(move_id: int) -> SlotMove:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import asyncpg
 from sqlalchemy import text
 
-from invsaga.domain.errors import InventoryError
 from invsaga.store.registry import CHANNEL
 
 if TYPE_CHECKING:
@@ -45,9 +44,7 @@ async def watch_routing(databases: Databases, *, poll_seconds: float = POLL_SECO
                 if epoch > databases.router.epoch:
                     await databases.refresh()
                     log.info("routing reloaded at epoch %s", databases.router.epoch)
-            except (InventoryError, OSError, asyncpg.PostgresError) as exc:
-                log.warning("could not reload routing: %s; the next notification or poll retries", exc)
-            except Exception as exc:  # a dropped connection surfaces as SQLAlchemy's errors too
+            except Exception as exc:  # a lost core database surfaces as ours, asyncpg's or SQLAlchemy's
                 log.warning("could not reload routing: %s; the next notification or poll retries", exc)
     finally:
         listener.cancel()

@@ -26,6 +26,7 @@ from invsaga.domain.errors import InvalidInput, UnknownSku
 from invsaga.store.databases import Databases, shard_label, unavailable_as
 from invsaga.store.order_list import DEFAULT_PAGE, check_page_size
 from invsaga.store.page_cursor import decode_cursor, encode_cursor
+from invsaga.store.slot_ownership import OWNED_STOCK
 from invsaga.store.stock_csv import MAX_QUANTITY
 
 _MOVEMENT_COLUMNS = "id, sku, location, delta_on_hand, delta_reserved, reason, reference, created_at"
@@ -107,9 +108,11 @@ async def stock_movements(
 
 
 # Compared and sorted byte-wise (COLLATE "C"), the order Python's merge of the shards' pages uses:
-# under a linguistic collation the shards' orders and the cursor would disagree with the merge.
+# under a linguistic collation the shards' orders and the cursor would disagree with the merge. Through
+# OWNED_STOCK: while a slot moves, its rows are listed from the shard that serves it only.
 _LOW_STOCK = (
-    "SELECT sku, location, on_hand, reserved, on_hand - reserved AS available FROM stock_levels"
+    "SELECT sku, location, on_hand, reserved, on_hand - reserved AS available"
+    f" FROM {OWNED_STOCK.replace('{', '{{').replace('}', '}}')} s"
     " WHERE on_hand - reserved < :below{after}"
     ' ORDER BY sku COLLATE "C", location COLLATE "C" LIMIT :limit'
 )
@@ -144,7 +147,7 @@ async def low_stock(
 
     # Each shard's first limit + 1 rows after the cursor hold its share of the merged page and tell
     # whether anything follows it. A SKU lives on one shard, so the keys never tie across shards.
-    per_shard = await asyncio.gather(*(one(s) for s in range(len(databases.shards))))
+    per_shard = await asyncio.gather(*(one(s) for s in databases.serving()))
     merged = list(heapq.merge(*per_shard, key=lambda row: (row.sku, row.location)))
     items = merged[:limit]
     more = len(merged) > limit

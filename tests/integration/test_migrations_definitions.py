@@ -87,6 +87,12 @@ async def test_a_fresh_shard_gets_every_definition_and_a_rerun_applies_none(new_
     assert first.definitions == NAMES
     objects = await defined_objects(engine)
     assert set(objects) == {
+        "function guard_moving_slots",
+        "trigger guard_moving_slots_hold_insert",
+        "trigger guard_moving_slots_hold_update",
+        "trigger guard_moving_slots_ledger_insert",
+        "trigger guard_moving_slots_stock_insert",
+        "trigger guard_moving_slots_stock_update",
         "function notify_stock_available",
         "function notify_stock_inserted",
         "function record_stock_events",

@@ -359,3 +359,24 @@ async def _check_moved(r: Resharding, move: SlotMove) -> None:
     assert move.phase == "done"
     report = await audit(r.databases)
     assert report.clean, report.violations[:5]
+
+
+async def test_a_watching_process_follows_a_move_without_being_refused(resharding: Resharding) -> None:
+    """The LISTEN path: the process' map and shard list change when the core database notifies."""
+    r = resharding
+    watching = await Databases.open(r.settings, watch=True)
+    try:
+        assert len(watching.shards) == 3  # the registered shard, from the registry at start
+        slots = _slots_of(r.databases, 1, 3, skip=300)
+        before = watching.router.epoch
+        mover = SlotMover(r.databases)
+        (move,) = await mover.plan(slots, r.new_shard)
+        await mover.run(move.move_id)
+        for _ in range(200):
+            if watching.router.epoch > before:
+                break
+            await asyncio.sleep(0.01)
+        assert watching.router.epoch > before  # well inside the 5 s poll: it was the notification
+        assert all(watching.router.shard_of_slot(s) == r.new_shard for s in slots)
+    finally:
+        await watching.close()
