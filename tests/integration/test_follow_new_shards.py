@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from invsaga.api.deps import follow_serving_shards, serving_shard_urls
-from invsaga.dev.postgres import PgFleet, start_fleet
+from invsaga.dev.postgres import PgFleet
 from invsaga.domain.events import shard_source
 from invsaga.events.relay import run_relay
 from invsaga.events.webhooks import register_webhook
@@ -62,15 +62,6 @@ async def until(predicate: Callable[[], bool], *, within: float, what: str) -> N
 def skus_in(slots: set[int], prefix: str, count: int) -> list[str]:
     found = [f"{prefix}-{n}" for n in range(100_000) if slot_of(f"{prefix}-{n}") in slots]
     return found[:count]
-
-
-@pytest.fixture(scope="module")
-def three_servers() -> Iterator[PgFleet]:
-    fleet = start_fleet(3)
-    try:
-        yield fleet
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture(scope="module")

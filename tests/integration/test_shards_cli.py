@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from invsaga.cli import app
 from invsaga.dev.ports import free_port
-from invsaga.dev.postgres import SUPERUSER, PgFleet, start_fleet
+from invsaga.dev.postgres import SUPERUSER, PgFleet
 from invsaga.settings import load_settings
 from invsaga.store.audit import audit
 from invsaga.store.databases import Databases, migrate_all
@@ -65,15 +65,6 @@ class Ran:
         assert len(lines) == 1, f"expected one error line, got: {self.stderr!r}"
         assert lines[0].startswith("error: "), lines[0]
         return lines[0]
-
-
-@pytest.fixture(scope="module")
-def three_servers() -> Iterator[PgFleet]:
-    fleet = start_fleet(3)
-    try:
-        yield fleet
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture(scope="module")

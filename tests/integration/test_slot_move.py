@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -19,7 +19,7 @@ from typing import TypeVar
 import pytest
 from sqlalchemy import text
 
-from invsaga.dev.postgres import PgFleet, start_fleet
+from invsaga.dev.postgres import PgFleet
 from invsaga.domain.errors import MoveRefused, SlotMoving
 from invsaga.domain.stock import ReserveRequest, StockLine
 from invsaga.settings import Settings, load_settings, to_asyncpg_url
@@ -43,15 +43,6 @@ class Resharding:
     databases: Databases
     store: StockStore
     new_shard: int
-
-
-@pytest.fixture(scope="module")
-def three_servers() -> Iterator[PgFleet]:
-    fleet = start_fleet(3)
-    try:
-        yield fleet
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture(scope="module")
