@@ -118,7 +118,8 @@ class CheckoutActivities:
             except ApplicationError as err:
                 if err.type != SlotMoving.code:
                     raise
-                raise SlotMoving(err.message, **_details(err)) from err
+                details = {k: v for k, v in _details(err).items() if k not in ("code", "message")}
+                raise SlotMoving(err.message, **details) from err
 
         return cast(T, await self.reroute(unwrapped))
 
@@ -168,10 +169,10 @@ class CheckoutActivities:
         closed hold refuses the commit (``ReservationClosed``) and nothing is recorded."""
 
         async def commit_everywhere() -> None:
-            shards = sorted(self.route(inp.lines)) if inp.lines else inp.shards
+            groups = self.route(inp.lines) if inp.lines else {shard: [] for shard in inp.shards}
             await _on_every_shard(
-                self.inventory.commit_stock(CommitInput(order_id=inp.order_id, shard=shard))
-                for shard in shards
+                self.inventory.commit_stock(CommitInput(order_id=inp.order_id, shard=shard, lines=lines))
+                for shard, lines in sorted(groups.items())
             )
 
         await self._routed(commit_everywhere)

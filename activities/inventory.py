@@ -45,7 +45,7 @@ class InventoryActivities:
     @activity.defn
     @domain_errors_as_application_errors
     async def commit_stock(self, inp: CommitInput) -> TransitionOutcome:
-        return await self.store.commit(inp.shard, inp.order_id)
+        return await self.store.commit(inp.shard, inp.order_id, inp.lines)
 
     @activity.defn
     @domain_errors_as_application_errors

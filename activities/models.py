@@ -74,6 +74,9 @@ class PinInput(BaseModel):
 class CommitInput(BaseModel):
     order_id: str
     shard: int
+    #: The order's lines on this shard, when known: a commit that finds nothing asks whether their
+    #: slots moved away (a stale map) before refusing.
+    lines: list[StockLine] = []
 
 
 class ExpireOutput(BaseModel):

@@ -258,13 +258,13 @@ class HoldStore(ShardedStore):
             raise _closed(order_id, shard, "pinned", states)
         return TransitionOutcome(order_id=order_id, moved_lines=moved, state=_summary(states))
 
-    async def commit(self, shard: int, order_id: str) -> TransitionOutcome:
+    async def commit(self, shard: int, order_id: str, lines: Sequence[StockLine] = ()) -> TransitionOutcome:
         """Turn every hold of the order on this shard into a sale, or none. Replays are no-ops.
 
         Any line expired or released refuses the whole commit (``ReservationClosed``, nothing moved):
         selling the rest would confirm an order with a line missing.
         """
-        params = self._order_params(shard, order_id, ())
+        params = self._order_params(shard, order_id, lines)
         moved, states = await self._move_holds(shard, _COMMIT, params, whole=True)
         if set(states) != {HoldState.COMMITTED}:
             raise _closed(order_id, shard, "committed", states)

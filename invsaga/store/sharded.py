@@ -23,13 +23,16 @@ _NOT_SERVED = text(
 
 
 async def refuse_if_moved(conn: AsyncConnection, shard: int, skus: Iterable[str] = ()) -> None:
-    """Raise ``SlotMoving`` if a slot of ``skus`` (any slot, with none) is not served here.
+    """Raise ``SlotMoving`` if a slot of ``skus`` is not served here.
 
     A write for a row that is still here is refused by the shard itself (guard_moving_slots). This is
     for a call that found *nothing* on the shard: once a move has deleted its rows from the source, a
     process routing by an old map would read "unknown SKU" or "no hold" there and answer wrongly, so
     before concluding that, a call asks whether the row's slot left."""
-    found = (await conn.execute(_NOT_SERVED, {"slots": sorted({slot_of(sku) for sku in skus})})).first()
+    slots = sorted({slot_of(sku) for sku in skus})
+    if not slots:  # a call that names no line cannot tell; it answers as before
+        return
+    found = (await conn.execute(_NOT_SERVED, {"slots": slots})).first()
     if found is not None:
         label = shard_label(shard)
         where = f"moved to shard {found.moved_to}" if found.moved_to is not None else "not served here yet"
@@ -61,6 +64,9 @@ class ShardedStore:
         self._engine(shard)
         for line in lines:
             if self.router.shard_of(line.sku) != shard:
-                raise InvalidInput(
-                    f"sku {line.sku!r} lives on shard {self.router.shard_of(line.sku)}, not {shard}"
+                # Routed by an older map than this process' (its slot moved since): route again.
+                raise SlotMoving(
+                    f"sku {line.sku!r} lives on shard {self.router.shard_of(line.sku)}, not {shard}",
+                    database=shard_label(shard),
+                    epoch=self.router.epoch,
                 )
