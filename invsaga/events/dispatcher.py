@@ -167,7 +167,10 @@ class Dispatcher:
                     attempts,
                     delay,
                 )
-                if event is not events[0]:
+                if event.sequence - 1 > cursor.delivered_seq:
+                    # Everything before the failed event was delivered or is not wanted: events of
+                    # other types, or events stamped after the cursor started but written before
+                    # the webhook was registered. Passing them lets them be pruned meanwhile.
                     await webhooks.advance_cursor(core_conn, hook.id, self.source.name, event.sequence - 1)
                 await webhooks.record_failure(
                     core_conn,

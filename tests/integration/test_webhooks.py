@@ -10,11 +10,14 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import httpx
 import pytest
 from sqlalchemy import text
 
 from invsaga.domain.stock import HoldState
+from invsaga.events.dispatcher import Dispatcher
 from invsaga.events.metrics import RELAY_METRICS
+from invsaga.events.outbox import sources_of
 from invsaga.events.webhooks import register_webhook
 from tests.helpers import assert_clean_audit, catalog, request, skus_on_shard, stock_up
 from tests.integration.api_fixtures import (
@@ -284,6 +287,36 @@ async def test_old_events_are_pruned_only_once_every_webhook_has_passed_them(
         async with relay(pruning, databases):
             await until_zero(lambda: kept(b))
         assert await kept(b) == 0
+
+
+async def test_events_written_just_before_a_webhook_are_pruned_even_if_its_cursor_started_first(
+    store, settings, databases, no_webhooks
+):
+    """Regression (CI, 2026-12-02): a relay's deliverer can start a new webhook's cursor before its
+    stamper has stamped the events written just before the registration. Those events then get seqs
+    above the cursor. The webhook does not want them (they predate it), but while its first wanted
+    event kept failing, the cursor stayed below them, and they were never pruned."""
+    a, b = skus_on_shard(store.router, 0, 2)
+    source = sources_of(databases)[0]
+
+    async def kept(sku: str) -> int:
+        async with source.engine.connect() as conn:
+            return int(
+                await conn.scalar(text("SELECT count(*) FROM stock_events WHERE sku = :s"), {"s": sku})
+            )
+
+    await stock_up(store, a, 1)  # no relay runs: unstamped
+    with WebhookReceiver(fail_next=10_000) as receiver:
+        await register_webhook(databases.core, url=receiver.url, event_types=["stock.changed"])
+        async with httpx.AsyncClient() as client:
+            first = Dispatcher(source, databases.core, client, relay_settings(settings), RELAY_METRICS)
+            await first.run_once()  # the cursor starts before a's events have a seq
+        await stock_up(store, b, 1)
+        pruning = settings.model_copy(update={"event_retention_seconds": 0, "event_prune_every_seconds": 1})
+        async with relay(pruning, databases):
+            await receiver_refused(receiver, b)
+            await until_zero(lambda: kept(a), within=10.0)
+        assert (await kept(a), await kept(b)) == (0, 2)
 
 
 async def until_zero(count: Callable[[], Awaitable[int]], within: float = 30.0) -> None:
