@@ -53,6 +53,38 @@ async def test_same_reservation_twenty_times_applies_once(store, databases, rese
     await assert_clean_audit(databases)
 
 
+async def test_orders_racing_to_grow_their_holds_take_each_new_line_once(store, databases, reserve):
+    """Forty orders hold a line, then each asks again three times at once with a second line (as a
+    place step does after a slot move brought that line here): twenty units of it, so exactly twenty
+    orders grow and twenty are refused, each order one way, and the first holds stay."""
+    a, b = skus_on_shard(store.router, 0, 2)
+    await stock_up(store, a, 40)
+    await stock_up(store, b, 20)
+    orders = [f"grow-{n}" for n in range(40)]
+    await asyncio.gather(*(reserve(0, request(o, (a, 1))) for o in orders))
+    calls = [o for o in orders for _ in range(3)]
+    random.shuffle(calls)
+    outcomes = await asyncio.gather(*(reserve(0, request(o, (a, 1), (b, 1))) for o in calls))
+    by_order: dict[str, set[str]] = {}
+    for order, outcome in zip(calls, outcomes, strict=True):
+        state = "short" if outcome.state is None else outcome.state.value
+        by_order.setdefault(order, set()).add(state)
+    grown = [o for o, states in by_order.items() if states == {"held"}]
+    assert all(len(states) == 1 for states in by_order.values())  # each order answered one way
+    assert len(grown) == 20 and sum(states == {"short"} for states in by_order.values()) == 20
+    assert sum(not o.replayed for o in outcomes if o.state is HoldState.HELD) == 20
+    levels = await store.get_many([a, b])
+    assert (levels[a][0].reserved, levels[b][0].reserved) == (40, 20)
+    async with databases.shards[0].connect() as conn:
+        holders = (
+            (await conn.execute(text("SELECT order_id FROM reservations WHERE sku = :b"), {"b": b}))
+            .scalars()
+            .all()
+        )
+    assert sorted(holders) == sorted(grown)
+    await assert_clean_audit(databases)
+
+
 async def test_same_commit_twenty_times_applies_once(store, databases, reserve):
     (sku,) = skus_on_shard(store.router, 0, 1)
     await stock_up(store, sku, 10)

@@ -62,6 +62,49 @@ async def test_reserve_replay_returns_first_result(store, databases):
     assert level.reserved == 2
 
 
+async def test_a_replay_naming_a_line_the_first_call_did_not_holds_that_line_too(store, databases):
+    """A slot move between two attempts of the place step can route a line to a shard where the order
+    already holds others. Answering with the first split alone left that line unheld, and the order
+    could be confirmed (and charged) for a line it never held: invariant 5."""
+    a, b = skus_on_shard(store.router, 0, 2)
+    await stock_up(store, a, 5)
+    await stock_up(store, b, 5)
+    first = await store.reserve(0, request("o-grow", (a, 2)))
+    grown = await store.reserve(0, request("o-grow", (a, 2), (b, 3)))
+    again = await store.reserve(0, request("o-grow", (a, 2), (b, 3)))
+    assert (first.state, grown.state, again.state) == (HoldState.HELD,) * 3
+    assert (grown.replayed, again.replayed) == (False, True)
+    assert [(x.sku, x.quantity) for x in grown.allocations] == [(a, 2), (b, 3)]
+    assert again.allocations == grown.allocations
+    levels = await store.get_many([a, b])
+    assert (levels[a][0].reserved, levels[b][0].reserved) == (2, 3)
+    assert (
+        await store.commit(0, "o-grow", [StockLine(sku=a, quantity=2), StockLine(sku=b, quantity=3)])
+    ).moved_lines == 2
+    levels = await store.get_many([a, b])
+    assert (levels[a][0].on_hand, levels[b][0].on_hand) == (3, 2)
+    await assert_clean_audit(databases)
+
+
+async def test_a_replay_whose_new_line_is_short_is_refused_and_keeps_only_the_first_hold(store, databases):
+    a, b = skus_on_shard(store.router, 1, 2)
+    await stock_up(store, a, 5)
+    await stock_up(store, b, 1)
+    await store.reserve(1, request("o-grow-short", (a, 2)))
+    grown = await store.reserve(1, request("o-grow-short", (a, 2), (b, 3)))
+    assert grown.state is None
+    assert [(s.sku, s.requested, s.available) for s in grown.shortages] == [(b, 3, 1)]
+    levels = await store.get_many([a, b])
+    assert (levels[a][0].reserved, levels[b][0].reserved) == (2, 0)
+    lines = [StockLine(sku=a, quantity=2), StockLine(sku=b, quantity=3)]
+    assert (await store.release(1, "o-grow-short", lines)).moved_lines == 1
+    late = await store.reserve(1, request("o-grow-short", (a, 2), (b, 1)))
+    assert late.state is HoldState.RELEASED and late.replayed  # a released order grows no longer
+    levels = await store.get_many([a, b])
+    assert (levels[a][0].reserved, levels[b][0].reserved) == (0, 0)
+    await assert_clean_audit(databases)
+
+
 async def test_release_is_safe_when_nothing_was_reserved_and_fences_a_late_reserve(store, databases):
     (sku,) = skus_on_shard(store.router, 0, 1)
     await stock_up(store, sku, 5)

@@ -3,7 +3,10 @@
 -- Each request is all-or-nothing over its lines. Requests are served first come, first served, and each
 -- sees what the earlier ones of the batch took. An order that already has rows on this shard is
 -- answered with its recorded rows and state and changes nothing (the primary key on reservations is the
--- backstop). Order ids within one batch must be distinct. Stock rows are locked in key order before
+-- backstop), with one exception: a held order that names a line it has no row for. A slot move between
+-- two attempts of the place step routes such a line here after the order's first reserve here ran;
+-- the line is then reserved like a new request of its own (all-or-nothing over the lines it adds), so
+-- no line of an order that goes on to be confirmed is left unheld. Order ids within one batch must be distinct. Stock rows are locked in key order before
 -- anything else, so concurrent batches cannot deadlock, and a duplicate of an in-flight order waits for
 -- it to commit.
 --
@@ -53,6 +56,7 @@ DECLARE
     -- A plain expression, not a query: a batch of named locations pays nothing for allocation.
     allocating  boolean   := position(chr(31) || '*' IN chr(31) || array_to_string(p_locations, chr(31))) > 0;
     is_alloc    boolean[] := '{}';  -- per line
+    is_held     boolean[] := '{}';  -- per line: its order already holds it here (a replay)
     line_pos    integer[] := '{}';  -- per line: its stock row (allocated: its SKU's first), NULL if none
     row_sku     text[]    := '{}';  -- the locked stock rows, in key order
     row_loc     text[]    := '{}';
@@ -85,6 +89,7 @@ DECLARE
     priority    text[];
     fits        boolean;
     prior       text;
+    growing     boolean;
 BEGIN
     -- One IN over a semi-join either way (an OR of two would scan the table); named locations alone
     -- keep the query they always had.
@@ -119,6 +124,7 @@ BEGIN
         END LOOP;
     END IF;
     FOR l IN 1 .. n_lines LOOP
+        is_held[l] := false;
         is_alloc[l] := coalesce(allocating AND locs[l] LIKE '*%', false);
         IF is_alloc[l] THEN
             line_pos[l] := array_position(row_sku, skus[l]);
@@ -148,9 +154,21 @@ BEGIN
         END LOOP;
 
         pos := CASE WHEN cardinality(seen_orders) = 0 THEN NULL ELSE array_position(seen_orders, orders[i]) END;
+        growing := false;
         IF pos IS NOT NULL THEN
-            -- The recorded rows, so a replay hands back the split the first call made.
             prior := seen_states[pos];
+            IF prior = 'held' THEN
+                FOR l IN first_line .. j - 1 LOOP
+                    is_held[l] := EXISTS (
+                        SELECT 1 FROM reservations r
+                         WHERE r.order_id = orders[i] AND r.sku = skus[l]
+                           AND (is_alloc[l] OR r.location = locs[l]));
+                    growing := growing OR NOT is_held[l];
+                END LOOP;
+            END IF;
+        END IF;
+        IF pos IS NOT NULL AND NOT growing THEN
+            -- The recorded rows, so a replay hands back the split the first call made.
             FOR row_ IN
                 SELECT r.sku, r.location, r.quantity FROM reservations r
                  WHERE r.order_id = orders[i] ORDER BY r.sku, r.location
@@ -166,6 +184,7 @@ BEGIN
         fits := true;
         first_piece := n_pieces + 1;
         FOR l IN first_line .. j - 1 LOOP
+            CONTINUE WHEN is_held[l];
             pos := line_pos[l];
             IF pos IS NULL THEN
                 fits := false;
@@ -223,6 +242,17 @@ BEGIN
                 o_available := free[pc_pos[k]]; o_state := 'held'; o_replayed := false;
                 RETURN NEXT;
             END LOOP;
+            IF growing THEN  -- and the lines it already held, so the answer is the order's whole split
+                FOR row_ IN
+                    SELECT r.sku, r.location, r.quantity FROM reservations r
+                     WHERE r.order_id = orders[i] ORDER BY r.sku, r.location
+                LOOP
+                    o_req := i; o_sku := row_.sku; o_location := row_.location;
+                    o_requested := row_.quantity; o_available := NULL;
+                    o_state := 'held'; o_replayed := true;
+                    RETURN NEXT;
+                END LOOP;
+            END IF;
             CONTINUE;
         END IF;
 
@@ -231,6 +261,7 @@ BEGIN
         END LOOP;
         n_pieces := first_piece - 1;
         FOR l IN first_line .. j - 1 LOOP
+            CONTINUE WHEN is_held[l];
             pos := line_pos[l];
             o_req := i; o_sku := skus[l]; o_requested := qtys[l]; o_state := 'short'; o_replayed := false;
             IF NOT is_alloc[l] THEN
