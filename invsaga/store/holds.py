@@ -19,6 +19,7 @@ from invsaga.store.allocation import allocation_rule, location_argument, reserve
 from invsaga.store.databases import shard_label, unavailable_as
 from invsaga.store.ledger import key_sql, record_movements
 from invsaga.store.sharded import ShardedStore, refuse_if_moved
+from invsaga.store.slot_ownership import OWNED_HOLDS
 
 # reserve_stock (schema/definitions/shard/reserve_stock.sql) locks, allocates and writes the batch.
 _RESERVE = text(
@@ -35,10 +36,12 @@ _RESERVE = text(
 
 # Locks the stock rows an order holds, plus the rows named by the caller (a reserve of the same
 # order may still be in flight there; for a line without a location, every row of its SKU, as that
-# reserve locks them), in key order.
+# reserve locks them), in key order. Only the holds of slots this shard serves count: during a move it
+# also has a copy arriving and what left, and the guard would refuse a write to those, so an order's
+# other lines could not be committed or released here until the move ended (see slot_ownership).
 _LOCK_ORDER_ROWS = text(
     "SELECT s.sku, s.location FROM stock_levels s WHERE (s.sku, s.location) IN ("
-    "  SELECT r.sku, r.location FROM reservations r WHERE r.order_id = :order_id AND r.state = 'held'"
+    f"  SELECT r.sku, r.location FROM {OWNED_HOLDS} r WHERE r.order_id = :order_id AND r.state = 'held'"
     "  UNION SELECT u.s, u.l FROM unnest(:skus, :locations) AS u(s, l) WHERE u.l IS NOT NULL"
     "  UNION SELECT a.sku, a.location FROM stock_levels a"
     "   JOIN unnest(:skus, :locations) AS u(s, l) ON a.sku = u.s AND u.l IS NULL)"
@@ -56,15 +59,18 @@ _LOCKED_PARAMS = (
 
 # Holds of the order on stock rows this transaction did not lock: a reserve landed in between.
 _HELD_UNLOCKED = text(
-    "SELECT count(*) FROM reservations WHERE order_id = :order_id AND state = 'held'"
+    f"SELECT count(*) FROM {OWNED_HOLDS} r WHERE order_id = :order_id AND state = 'held'"
     " AND (sku, location) NOT IN (SELECT u.s, u.l FROM unnest(:locked_skus, :locked_locations) AS u(s, l))"
 ).bindparams(*_LOCKED_PARAMS)
 
 # Read after the order's stock rows are locked: every writer of a hold locks its stock row first, so
 # these counts cannot change before this transaction ends.
 _ORDER_STATES = text(
-    "SELECT state, count(*) AS lines FROM reservations WHERE order_id = :order_id GROUP BY state"
+    f"SELECT state, count(*) AS lines FROM {OWNED_HOLDS} r WHERE order_id = :order_id GROUP BY state"
 )
+
+# Every SKU the order has a row of here, its slot served here or not.
+_ORDER_SKUS = text("SELECT DISTINCT sku FROM reservations WHERE order_id = :order_id")
 
 # Pinning is the checkout saying "I am about to charge for these": the sweeper skips pinned holds.
 _PIN = text(
@@ -304,12 +310,12 @@ class HoldStore(ShardedStore):
                     before = await _order_states(conn, order)
                     if not _intact(before, lines):
                         if not before:
-                            await refuse_if_moved(conn, shard, params["skus"])
+                            await _refuse_if_moved(conn, shard, params)
                         await transaction.rollback()
                         return 0, before
                 moved = int(await conn.scalar(statement, scoped) or 0)
                 if not moved:  # nothing here: a stale map, if the order's slots left this shard
-                    await refuse_if_moved(conn, shard, params["skus"])
+                    await _refuse_if_moved(conn, shard, params)
                 if await conn.scalar(_HELD_UNLOCKED, {**order, **scoped}):
                     await transaction.rollback()
                     continue
@@ -348,6 +354,17 @@ class HoldStore(ShardedStore):
 
 
 _ALIVE = {HoldState.HELD.value, HoldState.COMMITTED.value}
+
+
+async def _refuse_if_moved(conn: Any, shard: int, params: dict[str, Any]) -> None:
+    """``refuse_if_moved`` for the lines named, or, for a call that names none, for every row the
+    order has here: the rows of a slot that left (until the mover deletes them) are not counted as
+    the order's, so without this a commit by order id would read "no lines here" and refuse the
+    order as closed, when its holds went on to another shard."""
+    skus = (
+        params["skus"] or (await conn.execute(_ORDER_SKUS, {"order_id": params["order_id"]})).scalars().all()
+    )
+    await refuse_if_moved(conn, shard, skus)
 
 
 def _intact(states: dict[str, int], lines: int) -> bool:

@@ -297,6 +297,67 @@ async def test_a_process_with_a_stale_map_is_refused_and_reroutes(resharding: Re
         await stale.close()
 
 
+async def test_an_order_spanning_a_moving_slot_commits_its_other_lines_mid_move(
+    resharding: Resharding,
+) -> None:
+    """A shard also holds rows that are not its own during a move: the target's copy arriving, and
+    what the source keeps of slots that left until the mover deletes it. A commit or release of the
+    order's other lines there counted and wrote those rows too, so the shard refused it (seen: a
+    confirm stuck for as long as the copy took) or judged the order by a stale copy."""
+    r = resharding
+    slots = _slots_of(r.databases, 0, 4, skip=500)
+    (moving,) = _skus_in(set(slots), "span-moving", 1)
+    (there,) = _skus_in(set(_slots_of(r.databases, 1, 4, skip=500)), "span-there", 1)
+    (moving_2,) = _skus_in(set(slots), "span-moving2", 1)
+    (moving_3,) = _skus_in(set(slots), "span-moving3", 1)
+    (staying,) = _skus_in(set(_slots_of(r.databases, 0, 4, skip=600)), "span-staying", 1)
+    await _receive(r.store, [moving, there, moving_2, moving_3, staying], 10)
+
+    def line(sku: str) -> StockLine:
+        return StockLine(sku=sku, location="main", quantity=2)
+
+    async def hold(order: str, shard: int, *skus: str) -> None:
+        request = ReserveRequest(order_id=order, lines=[line(s) for s in skus], ttl_seconds=600)
+        assert (await r.store.reserve(shard, request)).held
+
+    await hold("span-1", 0, moving)
+    await hold("span-1", 1, there)
+    await hold("span-2", 0, moving_2, staying)
+    await hold("span-3", 0, moving_3)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at(phase: str):  # type: ignore[no-untyped-def]
+        def progress(move: SlotMove) -> None:
+            if move.phase == phase:
+                raise Killed(phase)
+
+        return progress
+
+    (move,) = await SlotMover(r.databases).plan(slots, 1)
+    with pytest.raises(Killed):  # shard 1 now holds a copy of span-1's hold on `moving`
+        await SlotMover(r.databases, progress=kill_at("catching_up")).run(move.move_id)
+    # A place step that reserves its line on shard 1 now is no replay of the copy of its other hold.
+    grown = await r.store.reserve(1, ReserveRequest(order_id="span-3", lines=[line(there)], ttl_seconds=600))
+    assert grown.held and not grown.replayed and [a.sku for a in grown.allocations] == [there]
+    assert (await r.store.release(1, "span-3", [line(there)])).moved_lines == 1
+    assert (await r.store.release(0, "span-3", [line(moving_3)])).moved_lines == 1
+    committed = await r.store.commit(1, "span-1", [line(there)])
+    assert committed.moved_lines == 1
+    assert (await r.store.commit(0, "span-1", [line(moving)])).moved_lines == 1
+    with pytest.raises(Killed):  # shard 0 still keeps span-2's hold on `moving_2`, as moved out
+        await SlotMover(r.databases, progress=kill_at("flipped")).run(move.move_id)
+    released = await r.store.release(0, "span-2", [line(staying)])
+    assert released.moved_lines == 1
+    assert (await r.store.release(1, "span-2", [line(moving_2)])).moved_lines == 1
+    done = await SlotMover(r.databases).run(move.move_id)
+    skus = [moving, there, moving_2, moving_3, staying]
+    await _check_after_move(r, done, skus)
+    levels = await r.store.get_many(skus)
+    assert [(levels[s][0].on_hand, levels[s][0].reserved) for s in skus] == [(8, 0), (8, 0)] + [(10, 0)] * 3
+
+
 @asynccontextmanager
 async def _slow_queueing(databases: Databases) -> AsyncIterator[None]:
     """The guard with a pause between its refusal check and its queueing, on every shard: a fence that

@@ -24,7 +24,7 @@ def test_no_numbered_migration_creates_a_function_or_trigger(kind):
 def test_each_definition_replaces_what_it_creates_and_is_named_by_its_function():
     shard_names = [
         "guard_moving_slots", "notify_stock_available", "notify_stock_inserted", "record_stock_events",
-        "reserve_stock",
+        "reserve_stock", "slot_served_here",
     ]  # fmt: skip
     assert [d.name for d in definitions_for("shard")] == shard_names
     assert [d.name for d in definitions_for("core")] == ["record_order_events"]

@@ -140,7 +140,7 @@ BEGIN
                     WHEN bool_or(r.state = 'committed') THEN 'committed'
                     ELSE min(r.state) END AS state
           FROM reservations r
-         WHERE r.order_id = ANY (p_order_ids)
+         WHERE r.order_id = ANY (p_order_ids) AND slot_served_here(r.sku, r.location)
          GROUP BY r.order_id
     LOOP
         seen_orders[cardinality(seen_orders) + 1] := row_.order_id;
@@ -162,7 +162,8 @@ BEGIN
                     is_held[l] := EXISTS (
                         SELECT 1 FROM reservations r
                          WHERE r.order_id = orders[i] AND r.sku = skus[l]
-                           AND (is_alloc[l] OR r.location = locs[l]));
+                           AND (is_alloc[l] OR r.location = locs[l])
+                           AND slot_served_here(r.sku, r.location));
                     growing := growing OR NOT is_held[l];
                 END LOOP;
             END IF;
@@ -171,7 +172,8 @@ BEGIN
             -- The recorded rows, so a replay hands back the split the first call made.
             FOR row_ IN
                 SELECT r.sku, r.location, r.quantity FROM reservations r
-                 WHERE r.order_id = orders[i] ORDER BY r.sku, r.location
+                 WHERE r.order_id = orders[i] AND slot_served_here(r.sku, r.location)
+                 ORDER BY r.sku, r.location
             LOOP
                 o_req := i; o_sku := row_.sku; o_location := row_.location;
                 o_requested := row_.quantity; o_available := NULL;
@@ -245,7 +247,8 @@ BEGIN
             IF growing THEN  -- and the lines it already held, so the answer is the order's whole split
                 FOR row_ IN
                     SELECT r.sku, r.location, r.quantity FROM reservations r
-                     WHERE r.order_id = orders[i] ORDER BY r.sku, r.location
+                     WHERE r.order_id = orders[i] AND slot_served_here(r.sku, r.location)
+                     ORDER BY r.sku, r.location
                 LOOP
                     o_req := i; o_sku := row_.sku; o_location := row_.location;
                     o_requested := row_.quantity; o_available := NULL;
