@@ -14,9 +14,9 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-import asyncpg
 from sqlalchemy import text
 
+from invsaga.store.listening import listen_dsn, listen_forever
 from invsaga.store.registry import CHANNEL
 
 if TYPE_CHECKING:
@@ -52,21 +52,10 @@ async def watch_routing(databases: Databases, *, poll_seconds: float = POLL_SECO
 
 
 async def _listen(databases: Databases, changed: asyncio.Event) -> None:
-    url = databases.core.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    while True:
-        connection: asyncpg.Connection | None = None
-        lost = asyncio.Event()
-        try:
-            connection = await asyncpg.connect(url, timeout=5)
-            connection.add_termination_listener(lambda _c, lost=lost: lost.set())
-            await connection.add_listener(CHANNEL, lambda *_args: changed.set())
-            changed.set()  # whatever changed while not listening
-            await lost.wait()
-        except asyncio.CancelledError:
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    await connection.close(timeout=2)
-            raise
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            log.warning("routing watch lost the core database: %s; retrying", exc)
-        await asyncio.sleep(1.0)
+    await listen_forever(
+        listen_dsn(databases.core.url),
+        CHANNEL,
+        lambda *_args: changed.set(),
+        on_connect=changed.set,  # whatever changed while not listening
+        name="the routing watch",
+    )

@@ -23,28 +23,23 @@ another shard, and rather than work out which marks came from where, the hint as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
 
-import asyncpg
 from sqlalchemy.engine import URL
+
+from invsaga.store.listening import listen_dsn, listen_forever
 
 log = logging.getLogger("invsaga.sold_out")
 
 CHANNEL = "stock_available"
 
 
-def _listen_dsn(url: URL) -> str:
-    """The asyncpg DSN of a shard URL (SQLAlchemy's driver name dropped, the password kept)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 class SoldOutHint:
     def __init__(self, shard_urls: Iterable[URL], *, max_age_seconds: float = 5.0) -> None:
         #: The shards to listen on, as asyncpg DSNs; ``follow`` changes them.
-        self._dsns = [_listen_dsn(url) for url in shard_urls]
+        self._dsns = [listen_dsn(url) for url in shard_urls]
         self.max_age = max_age_seconds
         self._sold_out: dict[tuple[str, str | None], float] = {}
         #: For a (sku, None) mark: the location the database named, when the SKU had only that one.
@@ -134,7 +129,7 @@ class SoldOutHint:
         of shards no longer given (removed ones). A new shard is not heard until its listener connects,
         and until then nothing is said to be sold out. ``routing_epoch``: the slot map's epoch; when it
         differs from the last one given, everything learned is forgotten (see the module docstring)."""
-        wanted = [_listen_dsn(url) for url in shard_urls]
+        wanted = [listen_dsn(url) for url in shard_urls]
         for dsn in self._tasks.keys() - set(wanted):
             retired = self._tasks.pop(dsn)
             retired.cancel()
@@ -166,34 +161,24 @@ class SoldOutHint:
 
     async def _listen(self, dsn: str) -> None:
         """Hold a LISTEN connection to one shard, reconnecting after failures."""
-        while True:
-            connection: asyncpg.Connection | None = None
-            lost = asyncio.Event()
-            try:
-                connection = await asyncpg.connect(dsn, timeout=5)
-                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await connection.add_listener(CHANNEL, self._on_notify)
-                # A "sold out" learned while this shard was not heard may have missed its stock
-                # coming back: it is forgotten, and the database is asked again.
-                self._forget_all()
-                self._heard.add(dsn)
+
+        def connected() -> None:
+            # A "sold out" learned while this shard was not heard may have missed its stock coming
+            # back: it is forgotten, and the database is asked again.
+            self._forget_all()
+            self._heard.add(dsn)
+            self._recount()
+
+        def lost() -> None:
+            if self._tasks.get(dsn) in (None, asyncio.current_task()):
+                # (not when a new listener for the same shard replaced this one meanwhile)
+                self._heard.discard(dsn)
                 self._recount()
-                try:
-                    await lost.wait()
-                finally:
-                    if self._tasks.get(dsn) in (None, asyncio.current_task()):
-                        # (not when a new listener for the same shard replaced this one meanwhile)
-                        self._heard.discard(dsn)
-                        self._recount()
-                    self._forget_all()
-            except asyncio.CancelledError:
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        await connection.close(timeout=2)
-                raise
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                log.warning("sold-out hint lost its shard connection: %s; retrying", exc)
-            await asyncio.sleep(1.0)
+            self._forget_all()
+
+        await listen_forever(
+            dsn, CHANNEL, self._on_notify, on_connect=connected, on_lost=lost, name="the sold-out hint"
+        )
 
     async def close(self) -> None:
         tasks = [*self._tasks.values(), *self._retiring]
