@@ -22,6 +22,13 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bulk_import": ([], ["--rows", "20000", "--shards", "2"]),
     "order_list": ([], ["--orders", "5000", "--reads", "30"]),
     "relay": ([], ["--skus", "2000", "--callers", "8", "--seconds", "1", "--rounds", "1"]),
+    "reshard": (
+        [],
+        [
+            *("--skus", "2000", "--traffic-skus", "200", "--callers", "4"),
+            *("--warmup-seconds", "1", "--baseline-seconds", "2", "--after-seconds", "1"),
+        ],
+    ),
 }
 
 
