@@ -30,7 +30,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -43,10 +42,8 @@ from typing import IO, Any
 from sqlalchemy import text
 
 from bench.common import LoadResult, median, plot, write_result
+from bench.stack import checkout_stack
 from invsaga.client import CheckoutClient
-from invsaga.dev.ports import free_port, wait_for_port
-from invsaga.dev.postgres import start_fleet
-from invsaga.dev.temporal import start_dev_server
 from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus
 from invsaga.settings import Settings, load_settings
 from invsaga.store.audit import audit
@@ -411,40 +408,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.skus < 1 or not 1 <= args.traffic_skus <= args.skus or args.callers < 1:
         parser.error("--skus and --callers must be 1 or more, and --traffic-skus from 1 to --skus")
 
-    with tempfile.TemporaryDirectory(prefix="invsaga-reshard-") as scratch:
-        fleet = start_fleet(3, fsync=True)
-        temporal = start_dev_server(db_file=Path(scratch) / "temporal.sqlite", ui=False)
-        payments: subprocess.Popen[bytes] | None = None
-        try:
-            assert fleet.core is not None
-            port = free_port()
-            payments = subprocess.Popen(
-                [sys.executable, "-m", "invsaga", "payments", "serve", "--port", str(port)],
-                env={**os.environ, "INVSAGA_PAYMENT_DSN": fleet.core.create_database("payments")},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            wait_for_port(port)
-            listed = ",".join(fleet.shard_dsns[:2])
-            settings = load_settings(
-                shard_dsns=listed,
-                core_dsn=fleet.core_dsn,
-                pool_size=20,
-                temporal_address=temporal.address,
-                payment_url=f"http://127.0.0.1:{port}",
-                worker_shutdown_grace_seconds=5.0,
-                payload_keys="",
-                payload_keys_file="",
-            )
-            env = {k: v for k, v in os.environ.items() if not k.startswith("INVSAGA_")}
-            env |= {"INVSAGA_SHARD_DSNS": listed, "INVSAGA_CORE_DSN": fleet.core_dsn}
-            payload = asyncio.run(_run(settings, env, fleet.shard_dsns[2], args))
-        finally:
-            if payments is not None:
-                payments.terminate()
-                payments.wait()
-            temporal.stop()
-            fleet.stop()
+    with checkout_stack(3) as stack:
+        listed = ",".join(stack.fleet.shard_dsns[:2])
+        settings = load_settings(
+            shard_dsns=listed,
+            core_dsn=stack.core_dsn,
+            pool_size=20,
+            temporal_address=stack.temporal.address,
+            payment_url=stack.payment_url,
+            worker_shutdown_grace_seconds=5.0,
+            payload_keys="",
+            payload_keys_file="",
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INVSAGA_")}
+        env |= {"INVSAGA_SHARD_DSNS": listed, "INVSAGA_CORE_DSN": stack.core_dsn}
+        payload = asyncio.run(_run(settings, env, stack.fleet.shard_dsns[2], args))
     timeline = payload.pop("timeline")
     write_result("reshard", payload)
     move_start, move_end = timeline["move_from_to"]

@@ -17,15 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -41,10 +36,8 @@ from activities import models
 from activities.checkout import CheckoutActivities
 from bench.common import median, plot, write_result
 from bench.minimal_workflow import MinimalWorkflow
+from bench.stack import checkout_stack
 from invsaga.client import CheckoutClient
-from invsaga.dev.ports import free_port, wait_for_port
-from invsaga.dev.postgres import start_fleet
-from invsaga.dev.temporal import start_dev_server
 from invsaga.domain.checkout import (
     STEPWISE_WORKFLOW_TYPE,
     CheckoutLine,
@@ -363,34 +356,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="invsaga-b3-") as scratch:
-        fleet = start_fleet(2, fsync=True)
-        temporal = start_dev_server(db_file=Path(scratch) / "temporal.sqlite", ui=False)
-        payments: subprocess.Popen[bytes] | None = None
-        try:
-            assert fleet.core is not None
-            payments_dsn = fleet.core.create_database("payments")
-            port = free_port()
-            env = {**os.environ, "INVSAGA_PAYMENT_DSN": payments_dsn}
-            payments = subprocess.Popen(
-                [sys.executable, "-m", "invsaga", "payments", "serve", "--port", str(port)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            wait_for_port(port)
-            connection = {
-                "shard_dsns": ",".join(fleet.shard_dsns), "core_dsn": fleet.core_dsn, "pool_size": 20,
-                "temporal_address": temporal.address, "payment_url": f"http://127.0.0.1:{port}",
-            }  # fmt: skip
-            # Both explicit, so an INVSAGA_PAYLOAD_KEYS in the environment cannot blur the comparison.
-            settings = load_settings(**connection, payload_keys="", payload_keys_file="")
-            encrypted = load_settings(**connection, payload_keys=new_key_entry("bench"), payload_keys_file="")
-            payload = asyncio.run(_run(settings, encrypted, args, temporal.process.pid))
-        finally:
-            if payments is not None:
-                payments.terminate()
-                payments.wait()
-            temporal.stop()
-            fleet.stop()
+    with checkout_stack(2) as stack:
+        connection = {
+            "shard_dsns": ",".join(stack.fleet.shard_dsns), "core_dsn": stack.core_dsn, "pool_size": 20,
+            "temporal_address": stack.temporal.address, "payment_url": stack.payment_url,
+        }  # fmt: skip
+        # Both explicit, so an INVSAGA_PAYLOAD_KEYS in the environment cannot blur the comparison.
+        settings = load_settings(**connection, payload_keys="", payload_keys_file="")
+        encrypted = load_settings(**connection, payload_keys=new_key_entry("bench"), payload_keys_file="")
+        payload = asyncio.run(_run(settings, encrypted, args, stack.temporal.process.pid))
     write_result("b3_saga", payload)
     xs: list[float] = list(range(1, args.rounds + 1))
     plot(

@@ -170,16 +170,8 @@ BEGIN
         END IF;
         IF pos IS NOT NULL AND NOT growing THEN
             -- The recorded rows, so a replay hands back the split the first call made.
-            FOR row_ IN
-                SELECT r.sku, r.location, r.quantity FROM reservations r
-                 WHERE r.order_id = orders[i] AND slot_served_here(r.sku, r.location)
-                 ORDER BY r.sku, r.location
-            LOOP
-                o_req := i; o_sku := row_.sku; o_location := row_.location;
-                o_requested := row_.quantity; o_available := NULL;
-                o_state := prior; o_replayed := true;
-                RETURN NEXT;
-            END LOOP;
+            RETURN QUERY SELECT i, r.sku, r.location, r.quantity, NULL::bigint, prior, true
+              FROM reservations r WHERE r.order_id = orders[i] AND slot_served_here(r.sku, r.location);
             CONTINUE;
         END IF;
 
@@ -245,16 +237,8 @@ BEGIN
                 RETURN NEXT;
             END LOOP;
             IF growing THEN  -- and the lines it already held, so the answer is the order's whole split
-                FOR row_ IN
-                    SELECT r.sku, r.location, r.quantity FROM reservations r
-                     WHERE r.order_id = orders[i] AND slot_served_here(r.sku, r.location)
-                     ORDER BY r.sku, r.location
-                LOOP
-                    o_req := i; o_sku := row_.sku; o_location := row_.location;
-                    o_requested := row_.quantity; o_available := NULL;
-                    o_state := 'held'; o_replayed := true;
-                    RETURN NEXT;
-                END LOOP;
+                RETURN QUERY SELECT i, r.sku, r.location, r.quantity, NULL::bigint, prior, true
+                  FROM reservations r WHERE r.order_id = orders[i] AND slot_served_here(r.sku, r.location);
             END IF;
             CONTINUE;
         END IF;
