@@ -17,13 +17,17 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Text
 
+from invsaga.domain.errors import ShardUnavailable
 from invsaga.domain.reconcile import OrderRow, ShardHolds
 from invsaga.store.databases import Databases, shard_label, unavailable_as
 from invsaga.store.orders import _to_minor
+from invsaga.store.routing import read_epoch
 from invsaga.store.slot_ownership import OWNED_HOLDS
 
 #: Order ids per statement, so one array parameter stays a few hundred kilobytes at most.
 CHUNK = 5_000
+#: Reads of every shard's holds before giving up on a slot map that keeps changing under them.
+_STABLE_READS = 5
 
 _ORDER_COLUMNS = "SELECT order_id, status, amount, lines FROM orders"
 _ORDERS_SINCE = text(f"{_ORDER_COLUMNS} WHERE created_at >= :cutoff")
@@ -94,21 +98,31 @@ async def committed_lines(databases: Databases, order_id: str) -> int:
 
 
 async def holds_of(databases: Databases, ids: Collection[str]) -> dict[str, list[ShardHolds]]:
-    """The lines of each order on every shard, counted by state; orders without lines are absent."""
+    """The lines of each order on every shard, counted by state; orders without lines are absent.
 
-    async def one(index: int) -> list[tuple[str, ShardHolds]]:
-        per_order: dict[str, ShardHolds] = {}
-        engine = databases.shards_autocommit[index]
-        async with unavailable_as(shard_label(index)), engine.connect() as conn:
-            for chunk in _chunks(ids):
-                for row in (await conn.execute(_HOLD_COUNTS, {"ids": chunk})).all():
-                    holds = per_order.setdefault(row.order_id, ShardHolds(shard=index))
-                    field = "pinned" if row.state == "held" and row.pinned else row.state
-                    setattr(holds, field, getattr(holds, field) + int(row.lines))
-        return list(per_order.items())
+    Each shard counts the slots it serves, but the shards are read one by one: a slot that flips in
+    between can be read on its target before the flip and on its source after it, and its lines then
+    count nowhere. An order confirmed in a lost workflow task would read as never sold. So the reads
+    are repeated until the slot map's epoch is the same before and after them."""
+    for _ in range(_STABLE_READS):
+        epoch = await _epoch(databases)
+        found = await _read_holds(databases, ids)
+        if await _epoch(databases) == epoch:
+            return found
+    raise ShardUnavailable(
+        f"the slot map changed during each of {_STABLE_READS} reads of the holds; try again",
+        database="core database",
+    )
 
+
+async def _epoch(databases: Databases) -> int:
+    async with unavailable_as("core database"):
+        return await read_epoch(databases.core_autocommit)
+
+
+async def _read_holds(databases: Databases, ids: Collection[str]) -> dict[str, list[ShardHolds]]:
     found: Sequence[list[tuple[str, ShardHolds]]] = await asyncio.gather(
-        *(one(i) for i in databases.serving())
+        *(holds_on(databases, i, ids) for i in databases.serving())
     )
     by_order: dict[str, list[ShardHolds]] = {}
     for shard_holds in found:
@@ -117,3 +131,16 @@ async def holds_of(databases: Databases, ids: Collection[str]) -> dict[str, list
     for holds_list in by_order.values():
         holds_list.sort(key=lambda h: h.shard)
     return by_order
+
+
+async def holds_on(databases: Databases, index: int, ids: Collection[str]) -> list[tuple[str, ShardHolds]]:
+    """The lines of each order on one shard (of the slots it serves), counted by state."""
+    per_order: dict[str, ShardHolds] = {}
+    engine = databases.shards_autocommit[index]
+    async with unavailable_as(shard_label(index)), engine.connect() as conn:
+        for chunk in _chunks(ids):
+            for row in (await conn.execute(_HOLD_COUNTS, {"ids": chunk})).all():
+                holds = per_order.setdefault(row.order_id, ShardHolds(shard=index))
+                field = "pinned" if row.state == "held" and row.pinned else row.state
+                setattr(holds, field, getattr(holds, field) + int(row.lines))
+    return list(per_order.items())

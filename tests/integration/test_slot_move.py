@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import text
@@ -23,6 +23,7 @@ from invsaga.dev.postgres import PgFleet
 from invsaga.domain.errors import MoveRefused, SlotMoving
 from invsaga.domain.stock import ReserveRequest, StockLine
 from invsaga.settings import Settings, load_settings, to_asyncpg_url
+from invsaga.store import order_evidence
 from invsaga.store.audit import audit
 from invsaga.store.databases import Databases, migrate_all, migrate_shard
 from invsaga.store.migrations import definitions_for
@@ -356,6 +357,53 @@ async def test_an_order_spanning_a_moving_slot_commits_its_other_lines_mid_move(
     await _check_after_move(r, done, skus)
     levels = await r.store.get_many(skus)
     assert [(levels[s][0].on_hand, levels[s][0].reserved) for s in skus] == [(8, 0), (8, 0)] + [(10, 0)] * 3
+
+
+async def test_an_order_read_across_the_shards_while_its_slot_flips_is_counted(
+    resharding: Resharding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shards' holds are read one by one. Read on the target before the flip (a copy arriving: not
+    its own) and on the source after it (moved out, then deleted), a sold line counted nowhere, and a
+    checkout whose confirm ran in a lost task would have read as never sold. The interleaving is forced
+    here; the move is real."""
+    r = resharding
+    slots = _slots_of(r.databases, 1, 3, skip=700)
+    (sku,) = _skus_in(set(slots), "flip-read", 1)
+    await _receive(r.store, [sku], 5)
+    line = StockLine(sku=sku, location="main", quantity=1)
+    request = ReserveRequest(order_id="flip-read-1", lines=[line], ttl_seconds=600)
+    assert (await r.store.reserve(1, request)).held
+    assert (await r.store.commit(1, "flip-read-1", [line])).moved_lines == 1
+
+    def stop_when_catching_up(move: SlotMove) -> None:
+        if move.phase == "catching_up":
+            raise asyncio.CancelledError
+
+    (move,) = await SlotMover(r.databases).plan(slots, r.new_shard)
+    with pytest.raises(asyncio.CancelledError):
+        await SlotMover(r.databases, progress=stop_when_catching_up).run(move.move_id)
+    real = order_evidence.holds_on
+    first_pass = len(r.databases.serving())
+    reads: list[int] = []
+    flipped = asyncio.Event()
+
+    async def target_first_then_flip(databases: Databases, index: int, ids: Collection[str]) -> list[Any]:
+        reads.append(index)
+        if len(reads) > first_pass:
+            return await real(databases, index, ids)
+        if index != move.target:
+            await flipped.wait()
+            return await real(databases, index, ids)
+        found = await real(databases, index, ids)
+        await SlotMover(r.databases).run(move.move_id)
+        flipped.set()
+        return found
+
+    monkeypatch.setattr(order_evidence, "holds_on", target_first_then_flip)
+    assert await order_evidence.committed_lines(r.databases, "flip-read-1") == 1
+    assert len(reads) > first_pass  # read again: the map changed under the first reads
+    monkeypatch.undo()
+    await _check_after_move(r, await SlotMover(r.databases).get(move.move_id), [sku])
 
 
 @asynccontextmanager
