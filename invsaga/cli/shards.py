@@ -28,6 +28,7 @@ from sqlalchemy.engine import URL
 from invsaga.cli.errors import fail, run
 from invsaga.cli.settings import load_command_settings
 from invsaga.domain.errors import ConfigurationError, InvalidInput, MoveRefused
+from invsaga.events.owed import owed_by_shard
 from invsaga.store.databases import Databases, make_engine, migrate_shard, unavailable_as
 from invsaga.store.rebalance import PlannedMove, plan_rebalance
 from invsaga.store.registry import (
@@ -478,7 +479,7 @@ def drain_command(
     _run_moving(_drain(shard, _options(batch_rows, catch_up_rounds, round_pause)))
 
 
-async def _remove(shard: int) -> str:
+async def _remove(shard: int, *, force: bool) -> str:
     async with _databases() as databases:
         entry = _entry(databases, shard)
         if entry.state == "removed":
@@ -496,6 +497,14 @@ async def _remove(shard: int) -> str:
                 f"open move {naming[0].move_id} names shard {shard}: resume or abort it first "
                 "(`invsaga slots moves` lists it)"
             )
+        owed = {} if force else await owed_by_shard(databases, shard)
+        if owed:
+            webhook, count = max(owed.items(), key=lambda item: item[1])
+            raise MoveRefused(
+                f"shard {shard}'s stock events are not all delivered yet ({count} to webhook {webhook}"
+                f"{f' and more to {len(owed) - 1} other(s)' if len(owed) > 1 else ''}): no relay reads "
+                "them once it is removed; keep `invsaga relay` running until they are, or pass --force"
+            )
         await set_shard_state(databases.core, shard, "removed")
     return (
         f"shard {shard} removed: no process routes to it any more. Its data was not deleted; "
@@ -503,9 +512,16 @@ async def _remove(shard: int) -> str:
     )
 
 
-@shards_app.command("remove", help="Retire SHARD once it owns no slots (drain it first).")
-def remove_command(shard: int = ShardArgument) -> None:
-    print(run(_remove(shard)))
+@shards_app.command(
+    "remove", help="Retire SHARD once it owns no slots (drain it first) and its events are delivered."
+)
+def remove_command(
+    shard: int = ShardArgument,
+    force: bool = typer.Option(
+        False, "--force", help="Remove it even though webhooks have not got all of its stock events."
+    ),
+) -> None:
+    print(run(_remove(shard, force=force)))
 
 
 # --- slots --------------------------------------------------------------------------------------

@@ -70,24 +70,26 @@ _SHARD_RELAY_LOCK = 0x5E1A7_0001
 _CORE_RELAY_LOCK = 0x5E1A7_0002
 
 
+def shard_outbox(databases: Databases, index: int) -> Source:
+    """The stock events of shard ``index``."""
+    return Source(
+        shard_source(index),
+        shard_label(index),
+        databases.shards[index],
+        "stock_events",
+        "stock_event_counter",
+        _STOCK_COLUMNS,
+        STOCK_EVENT_TYPES,
+        _SHARD_RELAY_LOCK,
+    )
+
+
 def sources_of(databases: Databases) -> list[Source]:
     """Every source as ``databases`` knows them now, serving shards first by index, then the core.
 
     Read it again to follow the registry: a shard registered since is here once ``databases`` has
     refreshed, and a removed one is not (it holds no data, and its server may be gone)."""
-    shards = [
-        Source(
-            shard_source(index),
-            shard_label(index),
-            databases.shards[index],
-            "stock_events",
-            "stock_event_counter",
-            _STOCK_COLUMNS,
-            STOCK_EVENT_TYPES,
-            _SHARD_RELAY_LOCK,
-        )
-        for index in databases.serving()
-    ]
+    shards = [shard_outbox(databases, index) for index in databases.serving()]
     core = Source(
         CORE_SOURCE,
         "core database",
@@ -163,6 +165,18 @@ async def read_after(
         statement = statement.bindparams(bindparam("types", type_=ARRAY(Text)))
         params["types"] = list(types)
     return [source.event(row) for row in await conn.execute(statement, params)]
+
+
+async def undelivered(
+    conn: AsyncConnection, source: Source, *, after: int, types: Sequence[str], since: datetime
+) -> int:
+    """How many events of ``types`` that occurred at or after ``since`` a webhook whose cursor is at
+    ``after`` has yet to get: the stamped ones past it, and every one not stamped yet."""
+    statement = text(
+        f"SELECT count(*) FROM {source.table}"
+        " WHERE (seq IS NULL OR seq > :after) AND type = ANY (:types) AND created_at >= :since"
+    ).bindparams(bindparam("types", type_=ARRAY(Text)))
+    return int(await conn.scalar(statement, {"after": after, "types": list(types), "since": since}) or 0)
 
 
 async def last_seq_before(conn: AsyncConnection, source: Source, moment: datetime) -> int:

@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from invsaga.cli import app
 from invsaga.dev.ports import free_port
 from invsaga.dev.postgres import SUPERUSER, PgFleet
+from invsaga.events.webhooks import register_webhook
 from invsaga.settings import load_settings
 from invsaga.store.audit import audit
 from invsaga.store.databases import Databases, migrate_all
@@ -328,6 +329,9 @@ async def test_a_shard_that_owns_slots_cannot_be_removed(deployment: Deployment)
 
 async def test_drain_moves_every_slot_away_then_remove_retires_the_shard(deployment: Deployment) -> None:
     d = deployment
+    hook = await register_webhook(d.databases.core, url="http://127.0.0.1:9/", event_types=["stock.changed"])
+    late = next(sku for sku in (f"LATE-{n}" for n in range(100)) if d.databases.router.shard_of(sku) == 0)
+    await d.store.receive(late, "main", 1, idempotency_key="late-receipt")
     drained = await invsaga(d, "shards", "drain", "0")
     assert drained.code == 0, drained.stderr
     after = await _slot_map(d)
@@ -340,7 +344,13 @@ async def test_drain_moves_every_slot_away_then_remove_retires_the_shard(deploym
         )
     await _check_every_sku(d)
 
-    removed = await invsaga(d, "shards", "remove", "0")
+    # The webhook has not got the shard's last stock event (no relay runs here): once the shard is
+    # removed no relay would read it, so remove refuses until it is delivered, or is forced.
+    refused = await invsaga(d, "shards", "remove", "0")
+    assert refused.code != 0 and "not all delivered yet (1 to webhook" in refused.error_line
+    assert hook.id in refused.error_line and "--force" in refused.error_line
+    assert (await _listed(d))["shards"][0]["state"] == "draining"
+    removed = await invsaga(d, "shards", "remove", "0", "--force")
     assert removed.code == 0, removed.stderr
     assert "data was not deleted" in removed.stdout and "can be retired" in removed.stdout
     listed = await _listed(d)
@@ -353,3 +363,5 @@ async def test_drain_moves_every_slot_away_then_remove_retires_the_shard(deploym
     assert d.databases.serving() == [1, 2]
     balanced = await invsaga(d, "shards", "rebalance", "--dry-run")
     assert "would move 0 slot(s)" in balanced.stdout  # the drain left the other two even
+    async with d.databases.core.begin() as conn:
+        await conn.execute(text("DELETE FROM webhooks WHERE id = :id"), {"id": hook.id})
