@@ -97,6 +97,7 @@ async def test_a_fresh_shard_gets_every_definition_and_a_rerun_applies_none(new_
         "function notify_stock_inserted",
         "function record_stock_events",
         "function reserve_stock",
+        "function slot_served_here",
         "trigger stock_available_after_insert",
         "trigger stock_available_after_update",
         "trigger stock_events_after_movements",
