@@ -21,7 +21,6 @@ from invsaga.domain.errors import ShardUnavailable
 from invsaga.domain.reconcile import OrderRow, ShardHolds
 from invsaga.store.databases import Databases, shard_label, unavailable_as
 from invsaga.store.orders import _to_minor
-from invsaga.store.routing import read_epoch
 from invsaga.store.slot_ownership import OWNED_HOLDS
 
 #: Order ids per statement, so one array parameter stays a few hundred kilobytes at most.
@@ -42,6 +41,8 @@ _HELD_ORDERS = text(
     f"SELECT order_id FROM {OWNED_HOLDS} r WHERE state = 'held' AND pinned_at IS NULL"
     f" UNION SELECT order_id FROM {OWNED_HOLDS} r WHERE state = 'held' AND pinned_at IS NOT NULL"
 )
+
+_FENCE_EPOCH = text("SELECT max(epoch) FROM slot_fences")
 
 _HOLD_COUNTS = text(
     f"SELECT order_id, state, pinned_at IS NOT NULL AS pinned, count(*) AS lines FROM {OWNED_HOLDS} r"
@@ -103,21 +104,26 @@ async def holds_of(databases: Databases, ids: Collection[str]) -> dict[str, list
     Each shard counts the slots it serves, but the shards are read one by one: a slot that flips in
     between can be read on its target before the flip and on its source after it, and its lines then
     count nowhere. An order confirmed in a lost workflow task would read as never sold. So the reads
-    are repeated until the slot map's epoch is the same before and after them."""
+    are repeated until no flip finished during them: the last step of a flip stamps the source's
+    fence with the new epoch, so the highest epoch on the shards' fences grows with every flip.
+    It is read on the shards, not the core: a cancel must be able to compensate with the core down."""
     for _ in range(_STABLE_READS):
-        epoch = await _epoch(databases)
+        before = await _fence_epoch(databases)
         found = await _read_holds(databases, ids)
-        if await _epoch(databases) == epoch:
+        if await _fence_epoch(databases) == before:
             return found
-    raise ShardUnavailable(
-        f"the slot map changed during each of {_STABLE_READS} reads of the holds; try again",
-        database="core database",
-    )
+    raise ShardUnavailable(f"slots kept moving during each of {_STABLE_READS} reads of the holds; try again")
 
 
-async def _epoch(databases: Databases) -> int:
-    async with unavailable_as("core database"):
-        return await read_epoch(databases.core_autocommit)
+async def _fence_epoch(databases: Databases) -> int:
+    """The highest slot-map epoch any serving shard's fences were stamped with."""
+
+    async def one(index: int) -> int:
+        engine = databases.shards_autocommit[index]
+        async with unavailable_as(shard_label(index)), engine.connect() as conn:
+            return int(await conn.scalar(_FENCE_EPOCH) or 0)
+
+    return max(await asyncio.gather(*(one(i) for i in databases.serving())), default=0)
 
 
 async def _read_holds(databases: Databases, ids: Collection[str]) -> dict[str, list[ShardHolds]]:

@@ -86,12 +86,6 @@ async def load_router(core: AsyncEngine, shard_count: int) -> ShardRouter:
     return router
 
 
-async def read_epoch(core: AsyncEngine) -> int:
-    """The slot map's epoch now: it grows with every flip of a slot."""
-    async with core.connect() as conn:
-        return int(await conn.scalar(_EPOCH) or 0)
-
-
 async def read_router(core: AsyncEngine | AsyncConnection) -> ShardRouter:
     """The slot map and its epoch, read in one snapshot."""
     if isinstance(core, AsyncEngine):
@@ -106,4 +100,4 @@ async def read_router(core: AsyncEngine | AsyncConnection) -> ShardRouter:
     return ShardRouter([mapping[s] for s in range(SLOT_COUNT)], epoch=int(epoch or 0))
 
 
-__all__ = ["SLOT_COUNT", "ShardRouter", "load_router", "read_epoch", "read_router", "slot_of"]
+__all__ = ["SLOT_COUNT", "ShardRouter", "load_router", "read_router", "slot_of"]
