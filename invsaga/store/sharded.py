@@ -14,10 +14,10 @@ from invsaga.domain.stock import StockLine
 from invsaga.store.databases import Databases, shard_label
 from invsaga.store.routing import ShardRouter, slot_of
 
-# The slots (of the given ones, or any when none are given) that left this shard or are not its yet.
+# The given slots that left this shard or are not its yet.
 _NOT_SERVED = text(
     "SELECT slot, moved_to, epoch FROM slot_fences"
-    " WHERE state IN ('moved_out', 'importing') AND (cardinality(:slots) = 0 OR slot = ANY (:slots))"
+    " WHERE state IN ('moved_out', 'importing') AND slot = ANY (:slots)"
     " ORDER BY epoch DESC LIMIT 1"
 ).bindparams(bindparam("slots", type_=ARRAY(Integer)))
 

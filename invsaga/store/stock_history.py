@@ -112,7 +112,7 @@ async def stock_movements(
 # OWNED_STOCK: while a slot moves, its rows are listed from the shard that serves it only.
 _LOW_STOCK = (
     "SELECT sku, location, on_hand, reserved, on_hand - reserved AS available"
-    f" FROM {OWNED_STOCK.replace('{', '{{').replace('}', '}}')} s"
+    f" FROM {OWNED_STOCK} s"
     " WHERE on_hand - reserved < :below{after}"
     ' ORDER BY sku COLLATE "C", location COLLATE "C" LIMIT :limit'
 )
