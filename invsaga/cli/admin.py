@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,13 @@ import typer
 
 from invsaga.cli.errors import EXIT_CODES, run
 from invsaga.cli.file_progress import run_reading
-from invsaga.cli.settings import load_command_settings
+from invsaga.cli.settings import command_databases, load_command_settings
 from invsaga.domain import errors
 from invsaga.domain.keys import adhoc_key
 from invsaga.domain.stock import DEFAULT_LOCATION, StockLevel
 from invsaga.store.audit import AuditReport, audit
 from invsaga.store.bulk_import import ImportResult, import_stock
-from invsaga.store.databases import Databases, migrate_all, shard_label
+from invsaga.store.databases import migrate_all, shard_label
 from invsaga.store.stock import StockStore, check_quantity
 from invsaga.store.stock_csv import LOCATION_RULE, MAX_QUANTITY, SKU_RULE
 
@@ -47,15 +46,6 @@ def mount(app: typer.Typer) -> None:
     app.command("audit", help="Check the stock invariants on every shard; exit 1 on any violation.")(
         audit_command
     )
-
-
-@asynccontextmanager
-async def _opened_databases() -> AsyncIterator[Databases]:
-    databases = await Databases.open(load_command_settings())
-    try:
-        yield databases
-    finally:
-        await databases.close()
 
 
 def _print_json(payload: Any) -> None:
@@ -111,7 +101,7 @@ def migrate_command(as_json: bool = JsonOption) -> None:
 
 async def _get(sku: str) -> list[StockLevel]:
     SKU_RULE.require(sku)
-    async with _opened_databases() as databases:
+    async with command_databases() as databases:
         return await StockStore(databases).get(sku)
 
 
@@ -129,7 +119,7 @@ async def _set(sku: str, quantity: int, location: str, expected_version: int | N
         raise errors.InvalidInput(
             f"--expected-version must be from 0 to {MAX_QUANTITY}, got {expected_version}"
         )
-    async with _opened_databases() as databases:
+    async with command_databases() as databases:
         store = StockStore(databases)
         if expected_version is None:
             current = {lv.location: lv for lv in (await store.get_many([sku])).get(sku, [])}
@@ -166,7 +156,7 @@ async def _receive(sku: str, quantity: int, location: str, key: str, allow_unkno
     SKU_RULE.require(sku)
     LOCATION_RULE.require(location)
     check_quantity(quantity, minimum=1)
-    async with _opened_databases() as databases:
+    async with command_databases() as databases:
         return await StockStore(databases).receive(
             sku,
             location,
@@ -191,7 +181,7 @@ def receive_command(
 
 
 async def _import(path: Path, on_progress: Callable[[int], None], allow_unknown: bool) -> ImportResult:
-    async with _opened_databases() as databases:
+    async with command_databases() as databases:
         return await import_stock(databases, path, on_progress=on_progress, check_catalog=not allow_unknown)
 
 
@@ -219,7 +209,7 @@ def import_command(
 
 
 async def _audit() -> AuditReport:
-    async with _opened_databases() as databases:
+    async with command_databases() as databases:
         return await audit(databases)
 
 

@@ -8,8 +8,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -17,10 +15,9 @@ import typer
 
 from invsaga.cli.errors import fail, run
 from invsaga.cli.paging import collect
-from invsaga.cli.settings import load_command_settings
+from invsaga.cli.settings import command_databases, load_command_settings
 from invsaga.domain.checkout import CancelResult
 from invsaga.domain.errors import InvalidInput
-from invsaga.store.databases import Databases
 from invsaga.store.order_list import (
     ORDER_STATUSES,
     OrderDetail,
@@ -42,17 +39,6 @@ def mount(app: typer.Typer) -> None:
     app.add_typer(order_app, name="order")
 
 
-@asynccontextmanager
-async def _databases() -> AsyncIterator[Databases]:
-    # Unchecked: engines connect on first use, so listing orders needs only the core database, and
-    # showing one only the shards its SKUs live on, however many others are down.
-    databases = await Databases.open(load_command_settings(), check=False)
-    try:
-        yield databases
-    finally:
-        await databases.close()
-
-
 def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -70,7 +56,7 @@ async def _list(
     if status is not None and status.lower() not in ORDER_STATUSES:
         raise InvalidInput(f"--status must be one of {', '.join(ORDER_STATUSES)}, got {status!r}")
     after = _since(since)
-    async with _databases() as databases:
+    async with command_databases(check=False) as databases:
 
         async def page(at: str | None, size: int) -> OrderPage:
             return await list_orders(
@@ -119,7 +105,7 @@ def list_command(
 
 
 async def _show(order_id: str) -> OrderDetail:
-    async with _databases() as databases:
+    async with command_databases(check=False) as databases:
         return await get_order(databases, order_id)
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from invsaga.settings import Settings, load_settings, load_settings_over
+from invsaga.store.databases import Databases
 
 STACK_FILE = "stack.json"
 
@@ -41,3 +44,15 @@ def load_command_settings() -> Settings:
         return load_settings()
     defaults = {key.removeprefix("INVSAGA_").lower(): value for key, value in found.items()}
     return load_settings_over(defaults, source=f"the dev stack's {data_dir / STACK_FILE}")
+
+
+@asynccontextmanager
+async def command_databases(*, check: bool = True) -> AsyncIterator[Databases]:
+    """The databases of ``load_command_settings``, closed when the command is done. ``check=False``
+    opens them unchecked: engines connect on first use, so a command reaches only the databases it
+    needs, however many others are down."""
+    databases = await Databases.open(load_command_settings(), check=check)
+    try:
+        yield databases
+    finally:
+        await databases.close()

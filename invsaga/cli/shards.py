@@ -16,8 +16,7 @@ import json
 import re
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import typer
@@ -26,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from invsaga.cli.errors import fail, run
-from invsaga.cli.settings import load_command_settings
+from invsaga.cli.settings import command_databases, load_command_settings
 from invsaga.domain.errors import ConfigurationError, InvalidInput, MoveRefused
 from invsaga.events.owed import owed_by_shard
 from invsaga.store.databases import Databases, make_engine, migrate_shard, unavailable_as
@@ -227,15 +226,6 @@ async def _run_planned(mover: SlotMover, narrator: _Narrator, planned: list[Plan
     return moved
 
 
-@asynccontextmanager
-async def _databases() -> AsyncIterator[Databases]:
-    databases = await Databases.open(load_command_settings())
-    try:
-        yield databases
-    finally:
-        await databases.close()
-
-
 def _registry(databases: Databases) -> list[ShardEntry]:
     """The registry; empty only when ``invsaga db migrate`` has not registered INVSAGA_SHARD_DSNS."""
     if not databases.registry:
@@ -281,7 +271,7 @@ def _move_line(move: SlotMove) -> str:
 
 
 async def _list() -> tuple[list[dict[str, Any]], list[SlotMove]]:
-    async with _databases() as databases:
+    async with command_databases() as databases:
         counts = Counter(databases.router.slots)
         shards = [
             {"index": e.index, "state": e.state, "slots": counts[e.index], "dsn": e.shown_dsn}
@@ -337,7 +327,7 @@ async def _probe_empty(url: URL, shown: str) -> None:
 async def _add(dsn: str) -> int:
     check_dsn(dsn)
     shown = ShardEntry(index=-1, dsn=dsn, state="active").shown_dsn
-    async with _databases() as databases:
+    async with command_databases() as databases:
         settings = databases.settings or load_command_settings()
         url = resolve_dsn(dsn, settings)
         for entry in _registry(databases):
@@ -375,7 +365,7 @@ def add_command(dsn: str = typer.Argument(metavar="DSN", help="postgresql://... 
 
 async def _rebalance(dry_run: bool, max_slots: int | None, options: MoveOptions) -> None:
     narrator = _Narrator()
-    async with _databases() as databases:
+    async with command_databases() as databases:
         mover = SlotMover(databases, options, narrator)
         takers = _takers(databases)
         open_moves = await mover.moves(open_only=True)
@@ -435,7 +425,7 @@ def rebalance_command(
 
 async def _drain(shard: int, options: MoveOptions) -> None:
     narrator = _Narrator()
-    async with _databases() as databases:
+    async with command_databases() as databases:
         entry = _entry(databases, shard)
         if entry.state == "removed":
             raise MoveRefused(f"shard {shard} is removed already")
@@ -480,7 +470,7 @@ def drain_command(
 
 
 async def _remove(shard: int, *, force: bool) -> str:
-    async with _databases() as databases:
+    async with command_databases() as databases:
         entry = _entry(databases, shard)
         if entry.state == "removed":
             return f"shard {shard} is removed already"
@@ -529,7 +519,7 @@ def remove_command(
 
 async def _move(slots: list[int], target: int, options: MoveOptions) -> None:
     narrator = _Narrator()
-    async with _databases() as databases:
+    async with command_databases() as databases:
         _registry(databases)
         mover = SlotMover(databases, options, narrator)
         moves = await mover.plan(slots, target)
@@ -556,7 +546,7 @@ def move_command(
 
 
 async def _moves(include_finished: bool) -> list[SlotMove]:
-    async with _databases() as databases:
+    async with command_databases() as databases:
         return await SlotMover(databases).moves(open_only=not include_finished)
 
 
@@ -577,7 +567,7 @@ def moves_command(
 
 async def _resume(move_id: int | None, options: MoveOptions) -> None:
     narrator = _Narrator()
-    async with _databases() as databases:
+    async with command_databases() as databases:
         mover = SlotMover(databases, options, narrator)
         moves = [await mover.get(move_id)] if move_id is not None else await mover.moves(open_only=True)
         if not moves:
@@ -602,7 +592,7 @@ def resume_command(
 
 
 async def _abort(move_id: int) -> SlotMove:
-    async with _databases() as databases:
+    async with command_databases() as databases:
         return await SlotMover(databases).abort(move_id)
 
 

@@ -7,16 +7,13 @@ stock, and read the same pages as ``GET /v1/stock/{sku}/movements`` and ``GET /v
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import typer
 
 from invsaga.cli.admin import JsonOption, SkuArgument, stock_app
 from invsaga.cli.errors import run
 from invsaga.cli.paging import collect
-from invsaga.cli.settings import load_command_settings
-from invsaga.store.databases import Databases
+from invsaga.cli.settings import command_databases
 from invsaga.store.stock_csv import LOCATION_RULE, SKU_RULE
 from invsaga.store.stock_history import (
     LowStock,
@@ -38,16 +35,6 @@ def mount() -> None:
     )(low_command)
 
 
-@asynccontextmanager
-async def _databases() -> AsyncIterator[Databases]:
-    # Unchecked: engines connect on first use, so a history needs only its SKU's shard.
-    databases = await Databases.open(load_command_settings(), check=False)
-    try:
-        yield databases
-    finally:
-        await databases.close()
-
-
 def _more(next_cursor: str | None) -> None:
     if next_cursor:
         print(f"more rows follow: --cursor {next_cursor}")
@@ -59,7 +46,7 @@ async def _history(
     SKU_RULE.require(sku)
     if location is not None:
         LOCATION_RULE.require(location)
-    async with _databases() as databases:
+    async with command_databases(check=False) as databases:
 
         async def page(at: str | None, size: int) -> MovementPage:
             return await stock_movements(databases, sku, location=location, cursor=at, limit=size)
@@ -94,7 +81,7 @@ def history_command(
 
 async def _low(below: int, limit: int, cursor: str | None) -> tuple[list[LowStock], str | None]:
     check_threshold(below)
-    async with _databases() as databases:
+    async with command_databases(check=False) as databases:
 
         async def page(at: str | None, size: int) -> LowStockPage:
             return await low_stock(databases, below, cursor=at, limit=size)
