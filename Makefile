@@ -13,10 +13,8 @@ $(BIN)/invsaga: pyproject.toml
 
 install: $(BIN)/invsaga
 
-# Bytecode for our packages, written even where PYTHONDONTWRITEBYTECODE is set. Temporal's workflow
-# sandbox re-imports the workflow module for every workflow run; without a .pyc it compiles the source
-# each time, in several threads at once, and CPython 3.11 can fail compiling in parallel threads
-# ("AST constructor recursion depth mismatch", python/cpython#106905): once seen in the API fuzz test.
+# Bytecode for our packages, written even where PYTHONDONTWRITEBYTECODE is set: Temporal's workflow
+# sandbox re-imports a workflow's modules for every workflow run, and without a .pyc compiles them again.
 bytecode: install
 	$(BIN)/python -m compileall -q invsaga workflows activities workers bench
 
@@ -28,8 +26,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# CPython before 3.11.8 and 3.12.2 keeps one recursion counter for every ast.parse, so two at once
+# (a garbage collection can switch threads mid-parse) fail with "AST constructor recursion depth
+# mismatch" (python/cpython#106905). 3.11's tracebacks call ast.parse to place their carets, and a
+# test process formats tracebacks in several threads (the API's, the SDK's) while pytest parses a
+# failing test's source: CI once ended in an INTERNALERROR so. Without column tables (PEP 657's
+# PYTHONNODEBUGRANGES) a traceback parses nothing; pytest's own parse is then the only one.
 test: lint bytecode
-	$(BIN)/pytest
+	PYTHONNODEBUGRANGES=1 $(BIN)/pytest
 
 format: install
 	$(BIN)/ruff format .

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from invsaga.domain.checkout import CheckoutLine, CheckoutRequest
-from invsaga.domain.stock import Allocation, AllocationPolicy, ReserveOutcome, StockLine
+from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, RejectReason
+from invsaga.domain.stock import Allocation, AllocationPolicy, ReserveOutcome, Shortage, StockLine
 from invsaga.payments.refunds import RefundOutcome as RefundOutcome  # the refund activity's result
 
 
@@ -16,6 +16,15 @@ class ShardLines(BaseModel):
 
 class PrepareOrderInput(BaseModel):
     request: CheckoutRequest
+
+
+class RecordedEnd(BaseModel):
+    """How the order ended, as the core database has it: a workflow task that ended it can be lost
+    after recording that, and its re-run ends the order the same way (workflows/checkout.py)."""
+
+    status: str
+    reason: RejectReason | None = None
+    shortages: list[Shortage] = []
 
 
 class PreparedOrder(BaseModel):
@@ -29,6 +38,8 @@ class PreparedOrder(BaseModel):
     payment_attempt_seconds: float = 30.0
     #: How lines without a location are allocated; recorded with the order, so its retries agree.
     allocation: AllocationPolicy = AllocationPolicy()
+    #: Set when the order had already ended when it was prepared.
+    recorded_end: RecordedEnd | None = None
 
 
 class ReserveInput(BaseModel):
@@ -106,6 +117,8 @@ class FinishOrderInput(BaseModel):
     order_id: str
     status: str
     reason: str | None = None
+    #: The short lines of an order refused for want of stock.
+    shortages: list[Shortage] = []
     #: The checkout does not know whether its order was recorded (the place step never answered):
     #: an order that is not there has nothing to finish.
     if_recorded: bool = False

@@ -5,13 +5,19 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.errors import domain_errors_as_application_errors
-from activities.models import FinishOrderInput, PreparedOrder, PrepareOrderInput, ShardLines
-from invsaga.domain.checkout import CheckoutLine
+from activities.models import FinishOrderInput, PreparedOrder, PrepareOrderInput, RecordedEnd, ShardLines
+from invsaga.domain.checkout import CheckoutLine, RejectReason
 from invsaga.domain.errors import InvalidInput
 from invsaga.domain.stock import StockLine
 from invsaga.settings import Settings
 from invsaga.store.databases import Databases
-from invsaga.store.orders import advance_order, order_exists, price_and_record_order
+from invsaga.store.orders import (
+    TERMINAL_STATUSES,
+    PricedOrder,
+    advance_order,
+    order_exists,
+    price_and_record_order,
+)
 
 
 def stock_lines(lines: list[CheckoutLine]) -> list[StockLine]:
@@ -20,6 +26,19 @@ def stock_lines(lines: list[CheckoutLine]) -> list[StockLine]:
         return [StockLine.model_validate(line.model_dump()) for line in lines]
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
+
+
+def recorded_end(order: PricedOrder) -> RecordedEnd | None:
+    """The end already recorded for ``order``, if it has one; a reason this release does not know (a
+    row written by a newer one) is left out."""
+    if order.status not in TERMINAL_STATUSES:
+        return None
+    reason = order.reason if order.reason in {r.value for r in RejectReason} else None
+    return RecordedEnd(
+        status=order.status,
+        reason=RejectReason(reason) if reason else None,
+        shortages=order.shortages,
+    )
 
 
 class OrderActivities:
@@ -50,6 +69,7 @@ class OrderActivities:
             # One charge attempt may take the client's timeout, plus a lookup by key on retries.
             payment_attempt_seconds=2 * self.settings.payment_timeout_seconds + 5,
             allocation=self.settings.allocation_policy,
+            recorded_end=recorded_end(priced),
         )
 
     @activity.defn
@@ -58,7 +78,7 @@ class OrderActivities:
         # One UPDATE: autocommit spares it the BEGIN and COMMIT round trips.
         core = self.databases.core_autocommit
         try:
-            return await advance_order(core, inp.order_id, inp.status, inp.reason)
+            return await advance_order(core, inp.order_id, inp.status, inp.reason, inp.shortages)
         except InvalidInput:
             if inp.if_recorded and not await order_exists(core, inp.order_id):
                 return "absent"

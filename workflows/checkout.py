@@ -111,6 +111,14 @@ class _Rejected(Exception):
         self.reason, self.detail, self.shortages = reason, detail, shortages or []
 
 
+class _CancelledBefore(Exception):
+    """A cancel that an earlier run of this checkout took (see ``CheckoutWorkflow._gone``)."""
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
 def _cause(err: BaseException) -> BaseException | None:
     """What an activity raised: its ActivityError wraps it; a local activity's can arrive unwrapped."""
     return err.cause if isinstance(err, ActivityError) else err
@@ -196,6 +204,8 @@ class CheckoutWorkflow:
             result = await self._shielded(
                 self._end(CheckoutStatus.REJECTED, rejection.reason, rejection.detail, rejection.shortages)
             )
+        except _CancelledBefore as cancelled:
+            result = await self._shielded(self._end(CheckoutStatus.CANCELLED, None, cancelled.detail))
         except (ActivityError, ApplicationError) as err:
             if self._ends_right and _cancelled(err):
                 # A workflow cancel reaches a local activity (place; prepare, reserve, pin) as its failure.
@@ -311,7 +321,25 @@ class CheckoutWorkflow:
             raise _Rejected(RejectReason.OUT_OF_STOCK, "not enough stock", shortages)
         lost = [o for o in outcomes if o.state is not HoldState.HELD]
         if lost:
-            raise _Rejected(RejectReason.HOLD_LOST, f"hold already {lost[0].state} before checkout")
+            raise self._gone(prepared, lost[0].state)
+
+    def _gone(self, prepared: PreparedOrder, state: HoldState | None) -> Exception:
+        """Why the reserve found the order's hold already ended.
+
+        A workflow task whose local activities ended the order (refused or cancelled it, released its
+        stock and recorded its end) is lost if its worker is killed, or the task times out on a loaded
+        worker, before it completes. Temporal runs it again, and the re-run's reserve replays the release
+        (whose fence rows stop a late reserve). The order ends as the lost task recorded it, short lines
+        included, so the result, the buyer's answer and the order row agree; only a release with no end
+        recorded, or an expiry, is a hold lost."""
+        ended = prepared.recorded_end
+        if state is HoldState.RELEASED and ended is not None:
+            if ended.status == CheckoutStatus.CANCELLED.lower():
+                return _CancelledBefore(self._cancel_reason)
+            if ended.status == CheckoutStatus.REJECTED.lower() and ended.reason is not None:
+                detail = f"{ended.reason.value}, as an earlier run of this checkout recorded"
+                return _Rejected(ended.reason, detail, ended.shortages)
+        return _Rejected(RejectReason.HOLD_LOST, f"hold already {state} before checkout")
 
     def _hold_taken(self) -> None:
         """Answer the reservation update: the stock is held."""
@@ -538,6 +566,7 @@ class CheckoutWorkflow:
                 order_id=self._request.order_id,
                 status=status.lower(),
                 reason=reason,
+                shortages=shortages or [],
                 if_recorded=self._prepared is None,
             )
             await self._until_done(
@@ -545,7 +574,12 @@ class CheckoutWorkflow:
                 "recording the order's end",
             )
         elif self._prepared is not None and not self._lean:
-            finish = FinishOrderInput(order_id=self._request.order_id, status=status.lower(), reason=reason)
+            finish = FinishOrderInput(
+                order_id=self._request.order_id,
+                status=status.lower(),
+                reason=reason,
+                shortages=shortages or [],
+            )
             await self._until_done(
                 lambda: workflow.execute_activity_method(
                     OrderActivities.finish_order,

@@ -18,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import Text
 
 from invsaga.domain.errors import InvalidInput
-from invsaga.domain.stock import StockLine
+from invsaga.domain.stock import Shortage, StockLine
 from invsaga.store.databases import unavailable_as
 
 # Terminal statuses share the top rank: once there, an order never moves again.
 STATUS_RANK = {"pending": 0, "reserved": 1, "paid": 2, "confirmed": 3, "rejected": 3, "cancelled": 3}
+TERMINAL_STATUSES = frozenset(status for status, rank in STATUS_RANK.items() if rank == 3)
 
 _PRICES = text("SELECT sku, price, currency, active FROM products WHERE sku = ANY (:skus)").bindparams(
     bindparam("skus", type_=ARRAY(Text))
@@ -37,14 +38,16 @@ _CREATE_ORDER = text(
 )
 
 _ORDER = text(
-    "SELECT order_id, customer_id, status, amount, currency, lines FROM orders WHERE order_id = :id"
+    "SELECT order_id, customer_id, status, reason, shortages, amount, currency, lines"
+    " FROM orders WHERE order_id = :id"
 )
 
 _ORDER_EXISTS = text("SELECT EXISTS (SELECT 1 FROM orders WHERE order_id = :id)")
 
 _ADVANCE = text(
     """
-    UPDATE orders SET status = :status, reason = :reason, updated_at = now()
+    UPDATE orders SET status = :status, reason = :reason, shortages = CAST(:shortages AS jsonb),
+           updated_at = now()
      WHERE order_id = :order_id
        AND (CASE status WHEN 'pending' THEN 0 WHEN 'reserved' THEN 1 WHEN 'paid' THEN 2 ELSE 3 END) < :rank
     RETURNING status
@@ -58,6 +61,9 @@ class PricedOrder(BaseModel):
     amount_minor: int
     currency: str
     status: str
+    #: Why it ended, once it has (see ``advance_order``).
+    reason: str | None = None
+    shortages: list[Shortage] = []
 
 
 def _to_minor(amount: Decimal) -> int:
@@ -108,6 +114,8 @@ async def price_and_record_order(
         amount_minor=_to_minor(existing.amount),
         currency=existing.currency,
         status=existing.status,
+        reason=existing.reason,
+        shortages=existing.shortages or [],
     )
 
 
@@ -121,13 +129,27 @@ async def order_exists(core: AsyncEngine, order_id: str) -> bool:
         return bool(await conn.scalar(_ORDER_EXISTS, {"id": order_id}))
 
 
-async def advance_order(core: AsyncEngine, order_id: str, status: str, reason: str | None = None) -> str:
-    """Move the order forward to ``status``; a replay or a step backwards changes nothing."""
+async def advance_order(
+    core: AsyncEngine,
+    order_id: str,
+    status: str,
+    reason: str | None = None,
+    shortages: Sequence[Shortage] = (),
+) -> str:
+    """Move the order forward to ``status``, with why it ended and, refused for want of stock, its short
+    lines; a replay or a step backwards changes nothing."""
     if status not in STATUS_RANK:
         raise InvalidInput(f"unknown order status {status!r}")
     async with unavailable_as("core database"), core.begin() as conn:
         moved = await conn.scalar(
-            _ADVANCE, {"order_id": order_id, "status": status, "reason": reason, "rank": STATUS_RANK[status]}
+            _ADVANCE,
+            {
+                "order_id": order_id,
+                "status": status,
+                "reason": reason,
+                "shortages": json.dumps([s.model_dump() for s in shortages]) if shortages else None,
+                "rank": STATUS_RANK[status],
+            },
         )
         if moved is None:
             current = await conn.scalar(

@@ -1,5 +1,5 @@
-"""The saga under failure: activities that die after committing, a worker killed mid-saga, holds left
-by terminated workflows, and cancels that come too late."""
+"""The saga under failure: activities that die after committing, a worker killed mid-saga or right
+after it ended an order, holds left by terminated workflows, and cancels that come too late."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from temporalio import activity
 from activities.inventory import InventoryActivities
 from activities.models import CommitInput, ReleaseInput, ReserveInput
 from invsaga.client import CheckoutClient
-from invsaga.domain.checkout import CheckoutStatus
+from invsaga.domain.checkout import CheckoutStatus, RejectReason
 from invsaga.domain.errors import CancelRefused
 from invsaga.domain.stock import ReserveOutcome, TransitionOutcome
 from tests.helpers import (
@@ -162,7 +162,9 @@ async def _charged(payment_sandbox, order_id: str) -> bool:
     return bool(await charges_for(payment_sandbox, order_id))
 
 
-def _worker_process(settings, task_queue: str) -> subprocess.Popen[bytes]:
+def _worker_process(
+    settings, task_queue: str, module: tuple[str, ...] = ("invsaga", "worker")
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "INVSAGA_SHARD_DSNS": ",".join(settings.shard_dsns),
@@ -172,7 +174,7 @@ def _worker_process(settings, task_queue: str) -> subprocess.Popen[bytes]:
         "INVSAGA_PAYMENT_URL": settings.payment_url,
         "INVSAGA_PAYMENT_TIMEOUT_SECONDS": "1",
     }
-    return subprocess.Popen([sys.executable, "-m", "invsaga", "worker"], env=env)
+    return subprocess.Popen([sys.executable, "-m", *module], env=env)
 
 
 async def _wait_for(predicate, within: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -217,4 +219,59 @@ async def test_worker_killed_mid_saga_is_finished_by_a_fresh_worker(
         [charge] = await charges_for(payment_sandbox, request.order_id)
         assert charge["id"] == result.charge_id
     assert await levels(store, a) == {a: (14, 0)}
+    await assert_clean_audit(databases)
+
+
+async def order_reason(databases, order_id: str) -> str | None:
+    async with databases.core.connect() as conn:
+        return await conn.scalar(text("SELECT reason FROM orders WHERE order_id = :id"), {"id": order_id})
+
+
+async def _ended_by_a_lost_task(saga_settings, temporal_client, checkout, *, cancel: bool = False):
+    """Run ``checkout`` on a worker that dies once the order's end is recorded, before its workflow
+    task completes; then a fresh worker runs that task again, and its result is returned."""
+    task_queue = f"test-lost-task-{uuid.uuid4()}"
+    client = CheckoutClient(temporal_client, task_queue=task_queue)
+    await client.start_without_waiting(checkout)
+    # Sent before any worker polls, so the first workflow task takes the cancel with the start.
+    cancelling = asyncio.ensure_future(client.cancel(checkout.order_id)) if cancel else None
+    dying = _worker_process(saga_settings, task_queue, ("tests.integration.dying_worker",))
+    assert await asyncio.to_thread(dying.wait, 60) == -signal.SIGKILL
+    async with (
+        WorkerDeps.open(saga_settings) as deps,
+        build_worker(temporal_client, saga_settings, deps, task_queue=task_queue),
+    ):
+        result = await asyncio.wait_for(client.result(checkout.order_id), timeout=60)
+        if cancelling is not None:
+            assert (await asyncio.wait_for(cancelling, timeout=60)).accepted
+    return result
+
+
+async def test_an_out_of_stock_order_whose_ending_task_was_lost_ends_out_of_stock_as_recorded(
+    saga_settings, temporal_client, store, databases, payment_sandbox, clean_shards
+):
+    """The re-run's reserve replays the release the lost task made, and must not read it as a hold
+    lost: it ends the order as the lost task recorded it, with the same short lines."""
+    a = await stocked_sku(databases, store, 1)
+    checkout = order((a, 2))
+    result = await _ended_by_a_lost_task(saga_settings, temporal_client, checkout)
+    assert (result.status, result.reason) == (CheckoutStatus.REJECTED, RejectReason.OUT_OF_STOCK)
+    assert [(s.sku, s.requested, s.available) for s in result.shortages] == [(a, 2, 1)]
+    assert await order_status(databases, checkout.order_id) == "rejected"
+    assert await order_reason(databases, checkout.order_id) == "out_of_stock"
+    assert await levels(store, a) == {a: (1, 0)}
+    assert await charges_for(payment_sandbox, checkout.order_id) == []
+    await assert_clean_audit(databases)
+
+
+async def test_a_cancel_taken_in_a_lost_task_ends_the_order_cancelled_as_recorded(
+    saga_settings, temporal_client, store, databases, payment_sandbox, clean_shards
+):
+    a = await stocked_sku(databases, store, 5)
+    checkout = order((a, 2))
+    result = await _ended_by_a_lost_task(saga_settings, temporal_client, checkout, cancel=True)
+    assert result.status is CheckoutStatus.CANCELLED
+    assert await order_status(databases, checkout.order_id) == "cancelled"
+    assert await levels(store, a) == {a: (5, 0)}
+    assert await charges_for(payment_sandbox, checkout.order_id) == []
     await assert_clean_audit(databases)
