@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL
 from temporalio.client import Client
 
 from invsaga.api.fresh_requests import FreshRequests
+from invsaga.api.idempotency import SharedRuns
 from invsaga.api.sold_out import SoldOutScreen
 from invsaga.client import CheckoutClient
 from invsaga.settings import Settings
@@ -61,6 +62,8 @@ class ApiDeps:
     sold_out: SoldOutScreen | None = None
     #: The fast path's "is this request new?" reads, batched across concurrent buyers.
     fresh: FreshRequests = field(init=False)
+    #: Requests with an Idempotency-Key still running here, which their duplicates wait for.
+    shared_runs: SharedRuns = field(default_factory=SharedRuns)
 
     def __post_init__(self) -> None:
         self.fresh = FreshRequests(self.databases.core_autocommit)

@@ -5,9 +5,10 @@ together with a hash of the request; its answer is recorded, and any later reque
 the same request gets that exact answer without running again (``Idempotent-Replayed: true``).
 
 - Same key, different request: 422 ``idempotency-key-reused``; nothing runs.
-- Same key while the first is still running: the duplicate runs the same work too. That is safe because
-  the work is idempotent by itself (a checkout's workflow id, a receipt's movement key), and whichever
-  finishes first records the answer that every duplicate returns. A crashed request never strands a key.
+- Same key while the first is still running: a duplicate in the same API process waits for the first's
+  answer (``SharedRuns``); one in another process runs the same work too. That is safe because the work
+  is idempotent by itself (a checkout's workflow id, a receipt's movement key), and whichever finishes
+  first records the answer that every duplicate returns. A crashed request never strands a key.
 - Answers worth replaying are recorded: successes and definite refusals (4xx). An error that a retry can
   fix (5xx, unavailable) records nothing, so the client's retry runs for real. It releases the claim,
   unless the work may have started something that goes on without us (a checkout whose decision did not
@@ -21,6 +22,7 @@ the same request gets that exact answer without running again (``Idempotent-Repl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -75,6 +77,33 @@ def _refusal(error: InventoryError, instance: str) -> StoredResponse | None:
     return problem_answer(error, instance)
 
 
+#: What a request with an Idempotency-Key answers: its (recorded) answer, and whether it was replayed.
+Answered = tuple[StoredResponse, bool]
+
+
+class SharedRuns:
+    """The requests of this process still running, by API key, Idempotency-Key and request hash, so a
+    duplicate waits for the first one's answer (or error) instead of running the work again.
+
+    Running it again is safe but not free: each duplicate of a checkout sends its own update-with-start
+    to the one workflow, and Temporal refuses more updates in flight per workflow than its limit (10 on
+    a default server) with ResourceExhausted, which would answer a burst of retries 503."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str, str], asyncio.Future[Answered]] = {}
+
+    async def run(self, ident: tuple[str, str, str], call: Callable[[], Awaitable[Answered]]) -> Answered:
+        running = self._running.get(ident)
+        if running is not None:
+            answer, _ = await asyncio.shield(running)
+            return answer, True
+        task = asyncio.ensure_future(call())
+        self._running[ident] = task
+        # Removed when the work ends, also if the first request was cancelled (its client went away).
+        task.add_done_callback(lambda _: self._running.pop(ident, None))
+        return await asyncio.shield(task)
+
+
 async def run_once(
     core: AsyncEngine,
     principal: Principal,
@@ -83,8 +112,9 @@ async def run_once(
     instance: str,
     work: Callable[[bool], Awaitable[StoredResponse]],
     *,
+    shared: SharedRuns,
     keep_claim: bool = False,
-) -> tuple[StoredResponse, bool]:
+) -> Answered:
     """Run ``work`` at most once in effect per key; returns its (recorded) answer and whether it was
     replayed from an earlier request.
 
@@ -92,6 +122,22 @@ async def run_once(
     (or of one that failed after starting something, with ``keep_claim``) must not be answered
     differently from it.
     """
+    return await shared.run(
+        (principal.key_id, key, request_hash),
+        lambda: _run_once(core, principal, key, request_hash, instance, work, keep_claim=keep_claim),
+    )
+
+
+async def _run_once(
+    core: AsyncEngine,
+    principal: Principal,
+    key: str,
+    request_hash: str,
+    instance: str,
+    work: Callable[[bool], Awaitable[StoredResponse]],
+    *,
+    keep_claim: bool,
+) -> Answered:
     claim = await claim_key(core, principal.key_id, key, request_hash)
     if claim.request_hash != request_hash:
         raise IdempotencyKeyReused(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from invsaga.api.models import Answer, checkout_path
+from invsaga.domain.stock import Shortage
 from invsaga.store.order_list import OrderDetail, OrderPage, OrderRecord
 from invsaga.store.stock_history import LowStockPage, MovementPage
 
@@ -51,6 +52,8 @@ class OrderView(Answer):
     amount: str
     currency: str
     reason: str | None
+    #: The lines that were short, for an order rejected out_of_stock; empty otherwise.
+    shortages: list[Shortage]
     created_at: datetime
     updated_at: datetime
     lines: list[OrderLineView]

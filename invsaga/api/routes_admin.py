@@ -237,7 +237,13 @@ async def post_receipt(
     # The flag is part of the request: the same key sent again with it flipped is another request.
     operation = f"POST {request.url.path}" + ("?allow_unknown_product" if allow_unknown_product else "")
     answer, replayed = await run_once(
-        deps.databases.core, principal, key, fingerprint(operation, body), request.url.path, receive
+        deps.databases.core,
+        principal,
+        key,
+        fingerprint(operation, body),
+        request.url.path,
+        receive,
+        shared=deps.shared_runs,
     )
     return as_response(answer, replayed=replayed)
 

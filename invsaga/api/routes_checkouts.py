@@ -127,6 +127,7 @@ async def post_checkout(
         fingerprint("POST /v1/checkouts", body),
         instance,
         start,
+        shared=deps.shared_runs,
         keep_claim=True,
     )
     location = {"Location": checkout_path(checkout.order_id)} if answer.status == 202 else None

@@ -126,6 +126,9 @@ def show_command(
     for line in order.lines:
         where = f"@{line.location}" if line.location else ""
         print(f"  line {line.sku}{where}: {line.quantity}")
+    for short in order.shortages:
+        where = f"@{short.location}" if short.location else ""
+        print(f"  short {short.sku}{where}: {short.requested} requested, {short.available} available")
     for hold in order.holds:
         print(f"  hold {hold.sku}@{hold.location}: {hold.quantity} {hold.state}")
     if not order.holds:

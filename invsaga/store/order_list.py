@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Text
 
 from invsaga.domain.errors import InvalidInput, OrderNotFound
+from invsaga.domain.stock import Shortage
 from invsaga.store.databases import Databases, shard_label, unavailable_as
 from invsaga.store.page_cursor import decode_cursor, encode_cursor
 
@@ -31,7 +32,7 @@ ORDER_STATUSES: tuple[str, ...] = get_args(OrderStatus)
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 
-_COLUMNS = "order_id, customer_id, status, amount, currency, lines, reason, created_at, updated_at"
+_COLUMNS = "order_id, customer_id, status, amount, currency, lines, reason, shortages, created_at, updated_at"
 
 _ORDER = text(f"SELECT {_COLUMNS} FROM orders WHERE order_id = :order_id")
 
@@ -68,6 +69,8 @@ class OrderRecord(BaseModel):
     currency: str
     lines: list[OrderLine]
     reason: str | None
+    #: The short lines of an order refused for want of stock (recorded since core_007).
+    shortages: list[Shortage] = []
     created_at: datetime
     updated_at: datetime
 
@@ -91,6 +94,7 @@ def _record(row: Any) -> OrderRecord:
         currency=row.currency,
         lines=[OrderLine.model_validate(line) for line in row.lines],
         reason=row.reason,
+        shortages=row.shortages or [],
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

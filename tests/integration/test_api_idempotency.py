@@ -190,6 +190,42 @@ async def test_fifty_concurrent_posts_with_one_key_start_one_workflow_with_ident
     await assert_clean_audit(databases)
 
 
+async def test_a_burst_of_duplicates_while_the_first_waits_for_its_decision_gets_its_one_answer(
+    api, store, databases, temporal_client
+):
+    """Nobody polls the task queue for the first 2 s, so every duplicate is in flight at once. Had each
+    sent its own update to the one checkout, Temporal would refuse those past its limit of updates in
+    flight per workflow (10 on the dev server): ResourceExhausted, answered 503."""
+    import httpx
+
+    from invsaga.api.app import create_app
+    from invsaga.api.deps import ApiDeps
+    from invsaga.client import CheckoutClient
+
+    settings = api.settings.model_copy(update={"task_queue": f"late-worker-{uuid.uuid4()}"})
+    client = CheckoutClient(temporal_client, task_queue=settings.task_queue)
+    app = create_app(settings, deps=ApiDeps(databases=databases, store=store, checkouts=client))
+    sku = await stocked_sku(databases, store, 10)
+    body = checkout_body((sku, 3))
+    key = "burst-late-" + body["order_id"]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=90) as http:
+        posts = asyncio.gather(*(post(http, body, key) for _ in range(30)))
+        await asyncio.sleep(2)
+        async with worker_serving(temporal_client, settings):
+            responses = await posts
+            await temporal_client.get_workflow_handle(workflow_id_for(body["order_id"])).result()
+
+    assert {r.status_code for r in responses} == {202}, {r.status_code: r.text for r in responses}
+    assert len({r.content for r in responses}) == 1
+    assert sum("idempotent-replayed" not in r.headers for r in responses) == 1
+    assert await runs_of(temporal_client, body["order_id"]) == 1
+    assert await reservations_made(databases, store, sku) == 1
+    [level] = await store.get(sku)
+    assert (level.on_hand, level.reserved) == (7, 0)
+    await assert_clean_audit(databases)
+
+
 async def test_concurrent_posts_with_one_key_and_different_bodies_run_only_one(http, api, store, databases):
     sku = await stocked_sku(databases, store, 50)
     key = "race-different-bodies"

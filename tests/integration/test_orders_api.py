@@ -18,6 +18,7 @@ from tests.integration.api_fixtures import (
     wait_until_terminal,
 )
 from tests.integration.order_rows import insert_orders, order, tag_fixture  # noqa: F401 (a fixture)
+from tests.integration.test_checkout_saga import order as saga_order
 
 
 async def checkout(http, body):
@@ -67,6 +68,27 @@ async def test_a_declined_order_shows_its_reason_and_its_released_hold(http, sto
     assert [(h["sku"], h["location"], h["quantity"], h["state"]) for h in shown["holds"]] == [
         (sku, "main", 3, "released")
     ]
+
+
+async def test_an_out_of_stock_order_shows_its_short_lines(http, saga, store, databases):
+    """Refused by its checkout's reserve (the API's sold-out path would record no order at all)."""
+    sku = await stocked_sku(databases, store, 1, shard=0)
+    plenty = await stocked_sku(databases, store, 5, shard=1)
+    customer = f"cust-short-{uuid.uuid4().hex[:8]}"
+    result = await saga.checkout(
+        saga_order((sku, 2), (plenty, 1)).model_copy(update={"customer_id": customer})
+    )
+    assert result.reason == "out_of_stock"
+
+    shown = (await http.get(f"/v1/orders/{result.order_id}", headers=CHECKOUT)).json()
+
+    assert (shown["status"], shown["reason"]) == ("rejected", "out_of_stock"), shown
+    assert shown["shortages"] == [{"sku": sku, "location": "main", "requested": 2, "available": 1}]
+    listed = (await http.get("/v1/orders", params={"customer_id": customer}, headers=CHECKOUT)).json()
+    assert [(o["order_id"], o["shortages"]) for o in listed["items"]] == [
+        (result.order_id, shown["shortages"])
+    ]
+    await assert_clean_audit(databases)
 
 
 async def test_a_line_split_across_locations_shows_one_hold_per_location(http, store, databases, tag):
