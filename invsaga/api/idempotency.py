@@ -120,44 +120,32 @@ async def run_once(
 
     ``work(first)`` learns whether this request claimed the key: a duplicate of a request still running
     (or of one that failed after starting something, with ``keep_claim``) must not be answered
-    differently from it.
+    differently from it. A duplicate of one still running in this process waits for its answer.
     """
-    return await shared.run(
-        (principal.key_id, key, request_hash),
-        lambda: _run_once(core, principal, key, request_hash, instance, work, keep_claim=keep_claim),
-    )
 
+    async def once() -> Answered:
+        claim = await claim_key(core, principal.key_id, key, request_hash)
+        if claim.request_hash != request_hash:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used with a different request; use a new key",
+                idempotency_key=key,
+            )
+        if claim.response is not None:
+            return claim.response, True
+        try:
+            answer = await work(claim.claimed)
+        except InventoryError as error:
+            refusal = _refusal(error, instance)
+            if refusal is None:
+                if not keep_claim:
+                    # If even the release fails the claim stays; a retry of the request still runs.
+                    with contextlib.suppress(InventoryError):
+                        await release_key(core, principal.key_id, key, request_hash)
+                raise
+            answer = refusal
+        return await complete_key(core, principal.key_id, key, request_hash, answer), False
 
-async def _run_once(
-    core: AsyncEngine,
-    principal: Principal,
-    key: str,
-    request_hash: str,
-    instance: str,
-    work: Callable[[bool], Awaitable[StoredResponse]],
-    *,
-    keep_claim: bool,
-) -> Answered:
-    claim = await claim_key(core, principal.key_id, key, request_hash)
-    if claim.request_hash != request_hash:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different request; use a new key",
-            idempotency_key=key,
-        )
-    if claim.response is not None:
-        return claim.response, True
-    try:
-        answer = await work(claim.claimed)
-    except InventoryError as error:
-        refusal = _refusal(error, instance)
-        if refusal is None:
-            if not keep_claim:
-                # If even the release fails the claim stays; a retry with the same request still runs.
-                with contextlib.suppress(InventoryError):
-                    await release_key(core, principal.key_id, key, request_hash)
-            raise
-        answer = refusal
-    return await complete_key(core, principal.key_id, key, request_hash, answer), False
+    return await shared.run((principal.key_id, key, request_hash), once)
 
 
 def problem_answer(error: InventoryError, instance: str) -> StoredResponse:
