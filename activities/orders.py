@@ -33,12 +33,8 @@ def recorded_end(order: PricedOrder) -> RecordedEnd | None:
     row written by a newer one) is left out."""
     if order.status not in TERMINAL_STATUSES:
         return None
-    reason = order.reason if order.reason in {r.value for r in RejectReason} else None
-    return RecordedEnd(
-        status=order.status,
-        reason=RejectReason(reason) if reason else None,
-        shortages=order.shortages,
-    )
+    reason = next((r for r in RejectReason if r.value == order.reason), None)
+    return RecordedEnd(status=order.status, reason=reason, shortages=order.shortages)
 
 
 class OrderActivities:
