@@ -362,6 +362,10 @@ async def order_violations(sc: Scenario, outcomes: dict[str, Outcome]) -> list[s
 
         if row is not None and row["status"] != status.value.lower():
             violations.append(f"{where}: workflow says {status.value}, the order row says {row['status']!r}")
+        elif row is not None and row["status"] == "rejected" and row["reason"] != result.reason:
+            violations.append(
+                f"{where}: workflow says REJECTED/{result.reason}, the order row says {row['reason']!r}"
+            )
         if row is None and (result.amount_minor is not None or order_holds or charge is not None):
             violations.append(f"{where}: {status.value} with holds or a charge, but no order row")
         if row is not None:
