@@ -421,7 +421,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             payload_keys_file="",
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("INVSAGA_")}
-        env |= {"INVSAGA_SHARD_DSNS": listed, "INVSAGA_CORE_DSN": stack.core_dsn}
+        env |= {
+            "INVSAGA_SHARD_DSNS": listed,
+            "INVSAGA_CORE_DSN": stack.core_dsn,
+            "INVSAGA_TEMPORAL_ADDRESS": stack.temporal.address,
+        }
         payload = asyncio.run(_run(settings, env, stack.fleet.shard_dsns[2], args))
     timeline = payload.pop("timeline")
     write_result("reshard", payload)

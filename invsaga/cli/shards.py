@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL
 
 from invsaga.cli.errors import fail, run
 from invsaga.cli.settings import command_databases, load_command_settings
+from invsaga.domain.checkout import STEPWISE_WORKFLOW_TYPE
 from invsaga.domain.errors import ConfigurationError, InvalidInput, MoveRefused
 from invsaga.events.owed import owed_by_shard
 from invsaga.store.databases import Databases, make_engine, migrate_shard, unavailable_as
@@ -69,6 +70,12 @@ RoundPauseOption = typer.Option(
     help="Seconds between catch-up rounds (default: the mover's).",
 )
 ShardArgument = typer.Argument(metavar="SHARD", min=0, help="The shard's index (`invsaga shards list`).")
+StepwiseOption = typer.Option(
+    False,
+    "--allow-stepwise-checkouts",
+    help=f"Move even while checkouts of the old workflow type {STEPWISE_WORKFLOW_TYPE} run, or without "
+    "asking Temporal whether they do.",
+)
 
 #: Exit code of a command stopped by SIGTERM (128 + 15), as a shell reports it.
 _TERMINATED = 143
@@ -360,11 +367,47 @@ def add_command(dsn: str = typer.Argument(metavar="DSN", help="postgresql://... 
     print(f"shard {index} registered and migrated; it owns no slots yet: run `invsaga shards rebalance`")
 
 
+# --- before a move: the old workflow type ------------------------------------------------------
+
+_RUNNING_STEPWISE = f'WorkflowType = "{STEPWISE_WORKFLOW_TYPE}" AND ExecutionStatus = "Running"'
+
+
+async def _refuse_while_stepwise_checkouts_run(allowed: bool) -> None:
+    """Refuse to start moving slots while checkouts of the old workflow type run (MoveRefused).
+
+    They name a shard in each step's input instead of routing by their lines when the step runs, so a
+    step whose slot moved is refused by its old shard until it times out: a paid one would be stuck
+    confirming. Asked of Temporal's visibility, which counts what any worker runs."""
+    if allowed:
+        return
+    from temporalio.service import RPCError
+
+    from invsaga.temporal.configured import connect_configured
+
+    settings = load_command_settings()
+    skip = "pass --allow-stepwise-checkouts to move without asking"
+    try:
+        client = await connect_configured(settings)
+        running = (await client.count_workflows(_RUNNING_STEPWISE)).count
+    except (ConfigurationError, RPCError) as exc:
+        raise MoveRefused(
+            f"cannot ask Temporal whether {STEPWISE_WORKFLOW_TYPE} checkouts still run: {_first_line(exc)}; "
+            f"{skip}"
+        ) from None
+    if running:
+        raise MoveRefused(
+            f"{running} checkout(s) of the old workflow type {STEPWISE_WORKFLOW_TYPE} still run, and a "
+            f"step of theirs whose slot moved would be refused: let them finish, or {skip}"
+        )
+
+
 # --- shards rebalance ---------------------------------------------------------------------------
 
 
-async def _rebalance(dry_run: bool, max_slots: int | None, options: MoveOptions) -> None:
+async def _rebalance(dry_run: bool, max_slots: int | None, options: MoveOptions, stepwise: bool) -> None:
     narrator = _Narrator()
+    if not dry_run:
+        await _refuse_while_stepwise_checkouts_run(stepwise)
     async with command_databases() as databases:
         mover = SlotMover(databases, options, narrator)
         takers = _takers(databases)
@@ -416,15 +459,17 @@ def rebalance_command(
     batch_rows: int | None = BatchRowsOption,
     catch_up_rounds: int | None = CatchUpRoundsOption,
     round_pause: float | None = RoundPauseOption,
+    stepwise: bool = StepwiseOption,
 ) -> None:
-    _run_moving(_rebalance(dry_run, max_slots, _options(batch_rows, catch_up_rounds, round_pause)))
+    _run_moving(_rebalance(dry_run, max_slots, _options(batch_rows, catch_up_rounds, round_pause), stepwise))
 
 
 # --- shards drain / remove ----------------------------------------------------------------------
 
 
-async def _drain(shard: int, options: MoveOptions) -> None:
+async def _drain(shard: int, options: MoveOptions, stepwise: bool) -> None:
     narrator = _Narrator()
+    await _refuse_while_stepwise_checkouts_run(stepwise)
     async with command_databases() as databases:
         entry = _entry(databases, shard)
         if entry.state == "removed":
@@ -465,8 +510,9 @@ def drain_command(
     batch_rows: int | None = BatchRowsOption,
     catch_up_rounds: int | None = CatchUpRoundsOption,
     round_pause: float | None = RoundPauseOption,
+    stepwise: bool = StepwiseOption,
 ) -> None:
-    _run_moving(_drain(shard, _options(batch_rows, catch_up_rounds, round_pause)))
+    _run_moving(_drain(shard, _options(batch_rows, catch_up_rounds, round_pause), stepwise))
 
 
 async def _remove(shard: int, *, force: bool) -> str:
@@ -517,8 +563,9 @@ def remove_command(
 # --- slots --------------------------------------------------------------------------------------
 
 
-async def _move(slots: list[int], target: int, options: MoveOptions) -> None:
+async def _move(slots: list[int], target: int, options: MoveOptions, stepwise: bool) -> None:
     narrator = _Narrator()
+    await _refuse_while_stepwise_checkouts_run(stepwise)
     async with command_databases() as databases:
         _registry(databases)
         mover = SlotMover(databases, options, narrator)
@@ -537,12 +584,13 @@ def move_command(
     batch_rows: int | None = BatchRowsOption,
     catch_up_rounds: int | None = CatchUpRoundsOption,
     round_pause: float | None = RoundPauseOption,
+    stepwise: bool = StepwiseOption,
 ) -> None:
     try:
         wanted = parse_slots(slots)
     except InvalidInput as exc:
         raise fail(exc.message) from None
-    _run_moving(_move(wanted, to, _options(batch_rows, catch_up_rounds, round_pause)))
+    _run_moving(_move(wanted, to, _options(batch_rows, catch_up_rounds, round_pause), stepwise))
 
 
 async def _moves(include_finished: bool) -> list[SlotMove]:

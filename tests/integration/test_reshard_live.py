@@ -449,7 +449,11 @@ async def resharded(three_servers: PgFleet, temporal_server: Any) -> AsyncIterat
             prefix = f"rs{uuid.uuid4().hex[:8]}"
             task_queue = f"reshard-{prefix}"
             env = {key: value for key, value in os.environ.items() if not key.startswith("INVSAGA_")}
-            env |= {"INVSAGA_SHARD_DSNS": ",".join(listed), "INVSAGA_CORE_DSN": fleet.core_dsn}
+            env |= {
+                "INVSAGA_SHARD_DSNS": ",".join(listed),
+                "INVSAGA_CORE_DSN": fleet.core_dsn,
+                "INVSAGA_TEMPORAL_ADDRESS": settings.temporal_address,
+            }
             async with (
                 WorkerDeps.open(settings) as deps,
                 build_worker(temporal, settings, deps, task_queue=task_queue),

@@ -18,19 +18,22 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from temporalio.client import Client
 from typer.testing import CliRunner
 
 from invsaga.cli import app
 from invsaga.dev.ports import free_port
 from invsaga.dev.postgres import SUPERUSER, PgFleet
+from invsaga.domain.checkout import STEPWISE_WORKFLOW_TYPE
 from invsaga.events.webhooks import register_webhook
 from invsaga.settings import load_settings
 from invsaga.store.audit import audit
@@ -69,7 +72,7 @@ class Ran:
 
 
 @pytest.fixture(scope="module")
-async def deployment(three_servers: PgFleet) -> AsyncIterator[Deployment]:
+async def deployment(three_servers: PgFleet, temporal_server: Any) -> AsyncIterator[Deployment]:
     listed = three_servers.shard_dsns[:2]
     settings = load_settings(shard_dsns=",".join(listed), core_dsn=three_servers.core_dsn, pool_size=5)
     await migrate_all(settings)
@@ -79,7 +82,11 @@ async def deployment(three_servers: PgFleet) -> AsyncIterator[Deployment]:
     for sku in skus:
         await store.receive(sku, "main", UNITS, idempotency_key=f"seed-{sku}")
     env = {key: value for key, value in os.environ.items() if not key.startswith("INVSAGA_")}
-    env |= {"INVSAGA_SHARD_DSNS": ",".join(listed), "INVSAGA_CORE_DSN": three_servers.core_dsn}
+    env |= {
+        "INVSAGA_SHARD_DSNS": ",".join(listed),
+        "INVSAGA_CORE_DSN": three_servers.core_dsn,
+        "INVSAGA_TEMPORAL_ADDRESS": temporal_server.address,
+    }
     try:
         yield Deployment(three_servers, env, databases, store, skus)
     finally:
@@ -247,6 +254,56 @@ async def test_slots_move_takes_slots_there_and_back_and_refuses_bad_text(deploy
     assert await _slot_map(d) == before
     nothing = await invsaga(d, "slots", "move", str(slot), "--to", "0")
     assert nothing.code == 0 and "nothing to move" in nothing.stdout
+    await _check_every_sku(d)
+
+
+async def test_moves_wait_while_checkouts_of_the_old_workflow_type_run(
+    deployment: Deployment, temporal_server: Any
+) -> None:
+    """A checkout of the old type names a shard in each step: no move starts while one runs (one on a
+    task queue nobody polls stays running), unless the operator says so; nor when Temporal cannot say."""
+    d = deployment
+    temporal = await Client.connect(temporal_server.address)
+    old = await temporal.start_workflow(
+        STEPWISE_WORKFLOW_TYPE,
+        {"order_id": "old-type"},
+        id=f"old-type-{uuid.uuid4()}",
+        task_queue=f"nobody-{uuid.uuid4()}",
+    )
+    try:
+        query = f'WorkflowId = "{old.id}" AND ExecutionStatus = "Running"'
+        for _ in range(100):  # visibility follows the start within moments
+            if (await temporal.count_workflows(query)).count:
+                break
+            await asyncio.sleep(0.1)
+        before = await _slot_map(d)
+        for command in (
+            ("slots", "move", "7", "--to", "2"),
+            ("shards", "rebalance"),
+            ("shards", "drain", "1"),
+        ):
+            refused = await invsaga(d, *command)
+            assert refused.code != 0, command
+            assert "of the old workflow type CheckoutWorkflow still run" in refused.error_line, command
+            assert "--allow-stepwise-checkouts" in refused.error_line
+        assert await _slot_map(d) == before
+        assert (await invsaga(d, "shards", "rebalance", "--dry-run")).code == 0  # a plan moves nothing
+
+        allowed = await invsaga(d, "slots", "move", "7", "--to", "2", "--allow-stepwise-checkouts")
+        assert allowed.code == 0, allowed.stderr
+        assert (await _slot_map(d))[7] == 2
+    finally:
+        await old.terminate("test over")
+    back = await invsaga(d, "slots", "move", "7", "--to", str(before[7]))
+    assert back.code == 0, back.stderr
+    assert await _slot_map(d) == before
+
+    unreachable = replace(d, env=d.env | {"INVSAGA_TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    blind = await invsaga(unreachable, "slots", "move", "7", "--to", "2")
+    assert blind.code != 0 and "cannot ask Temporal whether CheckoutWorkflow checkouts still run" in (
+        blind.error_line
+    )
+    assert await _slot_map(d) == before
     await _check_every_sku(d)
 
 
