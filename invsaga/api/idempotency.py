@@ -99,8 +99,15 @@ class SharedRuns:
             return answer, True
         task = asyncio.ensure_future(call())
         self._running[ident] = task
-        # Removed when the work ends, also if the first request was cancelled (its client went away).
-        task.add_done_callback(lambda _: self._running.pop(ident, None))
+
+        def finished(done: asyncio.Future[Answered]) -> None:
+            # Also when the first request was cancelled (its client went away): the work went on, and
+            # an error of it with no one left to raise it to is taken here, not logged as unretrieved.
+            self._running.pop(ident, None)
+            if not done.cancelled():
+                done.exception()
+
+        task.add_done_callback(finished)
         return await asyncio.shield(task)
 
 
