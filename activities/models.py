@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, RejectReason
+from invsaga.domain.checkout import CheckoutLine, CheckoutRequest, CheckoutStatus, RejectReason
 from invsaga.domain.stock import Allocation, AllocationPolicy, ReserveOutcome, Shortage, StockLine
 from invsaga.payments.refunds import RefundOutcome as RefundOutcome  # the refund activity's result
 
@@ -22,7 +22,7 @@ class RecordedEnd(BaseModel):
     """How the order ended, as the core database has it: a workflow task that ended it can be lost
     after recording that, and its re-run ends the order the same way (workflows/checkout.py)."""
 
-    status: str
+    status: CheckoutStatus
     reason: RejectReason | None = None
     shortages: list[Shortage] = []
 

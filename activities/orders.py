@@ -6,18 +6,12 @@ from temporalio import activity
 
 from activities.errors import domain_errors_as_application_errors
 from activities.models import FinishOrderInput, PreparedOrder, PrepareOrderInput, RecordedEnd, ShardLines
-from invsaga.domain.checkout import CheckoutLine, RejectReason
+from invsaga.domain.checkout import ENDED_ORDER_STATUSES, CheckoutLine, CheckoutStatus, RejectReason
 from invsaga.domain.errors import InvalidInput
 from invsaga.domain.stock import StockLine
 from invsaga.settings import Settings
 from invsaga.store.databases import Databases
-from invsaga.store.orders import (
-    TERMINAL_STATUSES,
-    PricedOrder,
-    advance_order,
-    order_exists,
-    price_and_record_order,
-)
+from invsaga.store.orders import PricedOrder, advance_order, order_exists, price_and_record_order
 
 
 def stock_lines(lines: list[CheckoutLine]) -> list[StockLine]:
@@ -31,10 +25,10 @@ def stock_lines(lines: list[CheckoutLine]) -> list[StockLine]:
 def recorded_end(order: PricedOrder) -> RecordedEnd | None:
     """The end already recorded for ``order``, if it has one; a reason this release does not know (a
     row written by a newer one) is left out."""
-    if order.status not in TERMINAL_STATUSES:
+    if order.status not in ENDED_ORDER_STATUSES:
         return None
     reason = next((r for r in RejectReason if r.value == order.reason), None)
-    return RecordedEnd(status=order.status, reason=reason, shortages=order.shortages)
+    return RecordedEnd(status=CheckoutStatus(order.status.upper()), reason=reason, shortages=order.shortages)
 
 
 class OrderActivities:

@@ -334,9 +334,9 @@ class CheckoutWorkflow:
         recorded, or an expiry, is a hold lost."""
         ended = prepared.recorded_end
         if state is HoldState.RELEASED and ended is not None:
-            if ended.status == CheckoutStatus.CANCELLED.lower():
+            if ended.status is CheckoutStatus.CANCELLED:
                 return _CancelledBefore(self._cancel_reason)
-            if ended.status == CheckoutStatus.REJECTED.lower() and ended.reason is not None:
+            if ended.status is CheckoutStatus.REJECTED and ended.reason is not None:
                 detail = f"{ended.reason.value}, as an earlier run of this checkout recorded"
                 return _Rejected(ended.reason, detail, ended.shortages)
         return _Rejected(RejectReason.HOLD_LOST, f"hold already {state} before checkout")

@@ -95,6 +95,10 @@ class CheckoutStatus(StrEnum):
         return self in (CheckoutStatus.CONFIRMED, CheckoutStatus.REJECTED, CheckoutStatus.CANCELLED)
 
 
+#: An order row's status once its checkout has ended: the terminal checkout status, in lower case.
+ENDED_ORDER_STATUSES = frozenset(status.lower() for status in CheckoutStatus if status.terminal)
+
+
 class RejectReason(StrEnum):
     INVALID = "invalid"
     OUT_OF_STOCK = "out_of_stock"

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from invsaga.domain.checkout import CheckoutStatus
+from invsaga.domain.checkout import ENDED_ORDER_STATUSES, CheckoutStatus
 
 #: Recorded on an order row the reconciler finishes for a checkout that ended without saying how.
 ABANDONED = "abandoned"
@@ -144,9 +144,6 @@ class Finding(BaseModel):
         return not self.safe or self.repair_error is not None
 
 
-_TERMINAL_ROWS = {"confirmed", "rejected", "cancelled"}
-
-
 def should_end(evidence: OrderEvidence) -> tuple[CheckoutStatus, str, str | None]:
     """The order's right end, why, and the reason to record, for an order with a row whose checkout is
     over or gone."""
@@ -157,7 +154,7 @@ def should_end(evidence: OrderEvidence) -> tuple[CheckoutStatus, str, str | None
         return status, f"its checkout completed {status.value}", checkout.reason
     if checkout.state is CheckoutState.CANCELED:
         return CheckoutStatus.CANCELLED, "its checkout workflow was cancelled", None
-    if row.status in _TERMINAL_ROWS:
+    if row.status in ENDED_ORDER_STATUSES:
         # The saga records the end only after its last stock and payment step, so the row is its word,
         # also once Temporal has dropped the history (retention) of an order that ended long ago.
         return CheckoutStatus(row.status.upper()), f"its checkout recorded {row.status}", None
@@ -343,7 +340,7 @@ def _row_findings(
     if row.status == target:
         return []
     problem = f"the order row says {row.status}, but the order ended {end.value} ({why})"
-    if row.status in _TERMINAL_ROWS:
+    if row.status in ENDED_ORDER_STATUSES:
         fix = "for a person: the row is already final and an order's status never moves back"
         return [_finding(evidence, FindingKind.ORDER_STATUS, problem, fix, False)]
     fix = f"record the order as {target}"

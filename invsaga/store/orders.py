@@ -23,7 +23,6 @@ from invsaga.store.databases import unavailable_as
 
 # Terminal statuses share the top rank: once there, an order never moves again.
 STATUS_RANK = {"pending": 0, "reserved": 1, "paid": 2, "confirmed": 3, "rejected": 3, "cancelled": 3}
-TERMINAL_STATUSES = frozenset(status for status, rank in STATUS_RANK.items() if rank == 3)
 
 _PRICES = text("SELECT sku, price, currency, active FROM products WHERE sku = ANY (:skus)").bindparams(
     bindparam("skus", type_=ARRAY(Text))
